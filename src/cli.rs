@@ -14,7 +14,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 success; 1 failure (a service did not start, a command failed, or `status`
 /// found a service not ready); 2 usage error (unknown flag or bad value).
 #[derive(Debug, Parser)]
-#[command(name = "opsbox", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "opsbox",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

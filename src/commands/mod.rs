@@ -1,1 +1,9 @@
-//! commands
+//! One module per subcommand.
+
+pub mod completions;
+pub mod down;
+pub mod env;
+pub mod fetch;
+pub mod logs;
+pub mod status;
+pub mod up;

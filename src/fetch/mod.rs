@@ -66,6 +66,12 @@ pub enum FetchError {
     Other(String),
 }
 
+impl FetchError {
+    pub fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
 /// How to look for binaries.
 #[derive(Clone)]
 pub struct Fetcher {

@@ -3,12 +3,15 @@
 
 pub mod nats;
 pub mod postgres;
+pub mod probe;
 pub mod s3;
 
 use std::fmt;
 
 /// One of the stack's services, named as in `--services` and `opsbox logs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceName {
     Nats,

@@ -1,2 +1,503 @@
 //! PostgreSQL 16: initdb as an unprivileged account, durable settings, readiness by query, the
 //! target database and init scripts.
+//!
+//! The postmaster runs as a direct child (no pg_ctl, which would detach it), so the supervisor
+//! sees it exit and the kernel's parent-death signal reaches it if opsbox dies.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::{ServiceName, probe};
+use crate::error::{Error, Result};
+use crate::fetch::PostgresInstall;
+use crate::settings::Settings;
+use crate::supervisor::{
+    Account, ChildSpec, ProcessIdentity, RunningChild, log_tail, process, run_to_completion, spawn,
+};
+
+/// PostgreSQL as opsbox runs it.
+#[derive(Debug, Clone)]
+pub struct PostgresService {
+    pub install: PostgresInstall,
+    pub data_dir: PathBuf,
+    pub host: IpAddr,
+    pub client_host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    /// The account the server runs as when opsbox runs as root.
+    pub account: Option<Account>,
+    pub log: PathBuf,
+    pub initdb_dir: Option<PathBuf>,
+}
+
+fn fail(message: impl Into<String>, hint: Option<String>) -> Error {
+    Error::Service {
+        service: ServiceName::Postgres,
+        message: message.into(),
+        hint,
+    }
+}
+
+impl PostgresService {
+    pub fn prepare(settings: &Settings, install: PostgresInstall) -> Result<Self> {
+        let account = Account::unprivileged_for_root("PostgreSQL")?;
+        let state = &settings.state;
+        let parent = state.postgres();
+        fs_err::create_dir_all(&parent)
+            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+        let service = Self {
+            install,
+            data_dir: state.postgres_data(),
+            host: settings.host,
+            client_host: settings.client_host(),
+            port: settings.postgres.port,
+            user: settings.postgres.user.clone(),
+            password: settings.postgres.password.clone(),
+            database: settings.postgres.database.clone(),
+            account,
+            log: state.log(Some(ServiceName::Postgres)),
+            initdb_dir: settings.ops.initdb_dir.clone(),
+        };
+        if let Some(account) = &service.account {
+            // Our own directories may be opened for traversal (search only, no listing).
+            for dir in [&state.root, &parent] {
+                grant_search(dir, account)?;
+            }
+            for path in [&parent, &service.install.dir] {
+                check_reachable(path, account)?;
+            }
+        }
+        service.check_version()?;
+        Ok(service)
+    }
+
+    /// The major version of the installed binaries, from the install's version string.
+    fn install_major(&self) -> Option<u32> {
+        self.install.version.split('.').next()?.parse().ok()
+    }
+
+    /// Refuse a data directory made by another major version: it would not start, and
+    /// pointing another version at it risks it.
+    fn check_version(&self) -> Result<()> {
+        let marker = self.data_dir.join("PG_VERSION");
+        let Ok(found) = std::fs::read_to_string(&marker) else {
+            return Ok(());
+        };
+        let found = found.trim();
+        match self.install_major() {
+            Some(major) if found != major.to_string() => Err(fail(
+                format!(
+                    "the data directory {} was created by PostgreSQL {found} ({}), but the server is PostgreSQL {major}",
+                    self.data_dir.display(),
+                    marker.display()
+                ),
+                Some(format!(
+                    "opsbox leaves it untouched: dump it with PostgreSQL {found}'s pg_dumpall and remove it (`opsbox down -v`), or use another --data-dir"
+                )),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            self.user, self.password, self.client_host, self.port, self.database
+        )
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.data_dir.join("PG_VERSION").is_file()
+    }
+
+    fn probe_ip(&self) -> IpAddr {
+        if self.host.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            self.host
+        }
+    }
+
+    fn spec(&self, name: &str, program: &str) -> ChildSpec {
+        let mut spec = ChildSpec::new(name, self.install.bin(program), self.log.clone());
+        spec.run_as = self.account.clone();
+        spec.env.push(("LC_ALL".into(), "C".into()));
+        spec.env.push(("TZ".into(), "UTC".into()));
+        spec
+    }
+
+    /// The postmaster, listening on `listen` (an address, or '' for none).
+    fn server_spec(&self, data_dir: &Path, listen: &str) -> ChildSpec {
+        let mut spec = self.spec("postgres", "postgres");
+        spec.args = vec![
+            "-D".into(),
+            data_dir.as_os_str().to_owned(),
+            "-p".into(),
+            self.port.to_string().into(),
+            "-c".into(),
+            format!("listen_addresses={listen}").into(),
+            // Clients connect over TCP; no socket directory that root's umask could make
+            // unusable.
+            "-c".into(),
+            "unix_socket_directories=".into(),
+            // Durable: never trade acknowledged commits for speed.
+            "-c".into(),
+            "fsync=on".into(),
+            "-c".into(),
+            "synchronous_commit=on".into(),
+            "-c".into(),
+            "full_page_writes=on".into(),
+            "-c".into(),
+            "logging_collector=off".into(),
+        ];
+        // SIGINT is PostgreSQL's fast shutdown: clean, so the next start needs no recovery.
+        spec.stop_signal = Signal::SIGINT;
+        spec.parent_death_signal = Signal::SIGINT;
+        spec
+    }
+
+    pub fn child_spec(&self) -> ChildSpec {
+        self.server_spec(&self.data_dir, &self.host.to_string())
+    }
+
+    /// First initialisation, atomically: initdb into a temporary directory, start it, create
+    /// the database, run ops/postgres/initdb.d, stop it, then rename it into place. A failure
+    /// leaves no half-initialised data directory behind.
+    pub async fn initialise(&self, timeout: Duration) -> Result<()> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("."));
+        let staging = parent.join("data.initialising");
+        if staging.exists() {
+            // Only ever a previous, failed initialisation of ours; it never held user data
+            // that was acknowledged.
+            fs_err::remove_dir_all(&staging)
+                .map_err(|e| Error::io(format!("cannot remove {}", staging.display()), e))?;
+        }
+        fs_err::create_dir(&staging)
+            .map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
+        let password_file = parent.join("initdb.password");
+        fs_err::write(&password_file, format!("{}\n", self.password))
+            .map_err(|e| Error::io(format!("cannot write {}", password_file.display()), e))?;
+        for path in [&staging, &password_file] {
+            let mode = if path.is_dir() { 0o700 } else { 0o600 };
+            fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+                Error::io(format!("cannot set permissions of {}", path.display()), e)
+            })?;
+            self.give_to_account(path)?;
+        }
+        let initdb = self
+            .spec("initdb", "initdb")
+            .arg("-D")
+            .arg(&staging)
+            .arg("-U")
+            .arg(&self.user)
+            .arg(format!("--pwfile={}", password_file.display()))
+            .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"]);
+        let result = run_to_completion(&initdb, "initialising the database cluster").await;
+        let _ = std::fs::remove_file(&password_file);
+        result?;
+
+        // Start it only for ourselves: no TCP listener on a public address during init.
+        let spec = self.server_spec(&staging, "127.0.0.1");
+        let mut child = spawn(&spec).await?;
+        let setup = async {
+            self.wait_ready_at(&mut child, timeout, "postgres").await?;
+            self.ensure_database().await?;
+            self.run_init_scripts().await
+        }
+        .await;
+        child.stop(Duration::from_secs(30)).await;
+        setup?;
+
+        fs_err::rename(&staging, &self.data_dir).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot move {} to {}",
+                    staging.display(),
+                    self.data_dir.display()
+                ),
+                e,
+            )
+        })?;
+        if let Ok(dir) = std::fs::File::open(parent) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn give_to_account(&self, path: &Path) -> Result<()> {
+        if let Some(account) = &self.account {
+            std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid)).map_err(|e| {
+                Error::io(
+                    format!("cannot give {} to {}", path.display(), account.name),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Handle a postmaster.pid left by a run that did not stop cleanly. A live postmaster
+    /// proven to serve this data directory is stopped; a pid that names some unrelated process
+    /// is never signalled, and the stale file is moved aside so PostgreSQL will start.
+    pub async fn recover_stale_pid_file(&self) -> Result<Option<String>> {
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+            return Ok(None);
+        };
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(identity) = ProcessIdentity::of(pid) else {
+            // Dead: PostgreSQL itself removes a stale file whose pid is gone.
+            return Ok(None);
+        };
+        if self.is_our_postmaster(pid) {
+            identity.signal(Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while identity.is_alive() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if identity.is_alive() {
+                identity.signal_group(Signal::SIGKILL);
+                identity.signal(Signal::SIGKILL);
+                while identity.is_alive() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            return Ok(Some(format!(
+                "stopped a PostgreSQL (pid {pid}) left running on {} by an earlier opsbox",
+                self.data_dir.display()
+            )));
+        }
+        let aside = self.data_dir.join("postmaster.pid.stale");
+        fs_err::rename(&pid_file, &aside)
+            .map_err(|e| Error::io(format!("cannot move aside {}", pid_file.display()), e))?;
+        Ok(Some(format!(
+            "{} named pid {pid}, which is not a PostgreSQL server of this data directory; moved it to {} (that process was not touched)",
+            pid_file.display(),
+            aside.display()
+        )))
+    }
+
+    /// A postmaster of this data directory: its executable is `postgres` and its working
+    /// directory is the data directory (the postmaster chdirs there).
+    fn is_our_postmaster(&self, pid: i32) -> bool {
+        let exe_is_postgres = process::executable(pid)
+            .and_then(|p| p.file_name().map(|n| n == "postgres"))
+            .unwrap_or(false)
+            || process::command_line(pid).is_some_and(|c| c.contains("postgres"));
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        let data = self.data_dir.canonicalize().ok();
+        exe_is_postgres && cwd.is_some() && cwd == data
+    }
+
+    /// Ready = an authenticated `SELECT 1` on the target database.
+    pub async fn wait_ready(&self, child: &mut RunningChild, timeout: Duration) -> Result<()> {
+        self.wait_ready_at(child, timeout, &self.database).await
+    }
+
+    async fn wait_ready_at(
+        &self,
+        child: &mut RunningChild,
+        timeout: Duration,
+        database: &str,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let addr = SocketAddr::new(self.probe_ip(), self.port);
+        let mut last_error = String::from("no answer yet");
+        loop {
+            if let Some(status) = child.try_exited() {
+                return Err(self.not_ready(started, format!("postgres exited ({status})")));
+            }
+            if probe::tcp(addr).await {
+                match self.query_one(database).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last_error = e,
+                }
+            }
+            if started.elapsed() >= timeout {
+                return Err(
+                    self.not_ready(started, format!("SELECT 1 on {addr} failed: {last_error}"))
+                );
+            }
+            tokio::time::sleep(probe::POLL_INTERVAL).await;
+        }
+    }
+
+    fn not_ready(&self, started: Instant, reason: String) -> Error {
+        Error::NotReady {
+            service: ServiceName::Postgres,
+            waited_secs: started.elapsed().as_secs(),
+            reason,
+            log: Some(self.log.clone()),
+            log_tail: log_tail(&self.log, 10),
+        }
+    }
+
+    async fn connect(&self, database: &str) -> std::result::Result<tokio_postgres::Client, String> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(self.probe_ip().to_string())
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(database)
+            .connect_timeout(Duration::from_secs(5));
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    async fn query_one(&self, database: &str) -> std::result::Result<(), String> {
+        let client = self.connect(database).await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Create the target database if it does not exist.
+    pub async fn ensure_database(&self) -> Result<()> {
+        let client = self.connect("postgres").await.map_err(|e| {
+            fail(
+                format!("cannot connect to create database {}: {e}", self.database),
+                None,
+            )
+        })?;
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&self.database],
+            )
+            .await
+            .map_err(|e| fail(format!("cannot list databases: {e}"), None))?
+            .is_some();
+        if !exists {
+            let name = self.database.replace('"', "\"\"");
+            client
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .map_err(|e| {
+                    fail(
+                        format!("cannot create database {}: {e}", self.database),
+                        None,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Run `*.sql` and `*.sh` from ops/postgres/initdb.d in name order, like the official image.
+    async fn run_init_scripts(&self) -> Result<()> {
+        let Some(dir) = &self.initdb_dir else {
+            return Ok(());
+        };
+        let mut scripts: Vec<PathBuf> = fs_err::read_dir(dir)
+            .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql" || x == "sh"))
+            .collect();
+        scripts.sort();
+        if scripts.is_empty() {
+            return Ok(());
+        }
+        let client = self
+            .connect(&self.database)
+            .await
+            .map_err(|e| fail(format!("cannot connect to run init scripts: {e}"), None))?;
+        for script in scripts {
+            let failed = |message: String| {
+                fail(
+                    format!("init script {} failed: {message}", script.display()),
+                    Some("fix the script; the database was not created, the next `opsbox up` starts the initialisation again".into()),
+                )
+            };
+            if script.extension().is_some_and(|x| x == "sql") {
+                let sql = fs_err::read_to_string(&script).map_err(|e| failed(e.to_string()))?;
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| failed(format!("{e:?}")))?;
+            } else {
+                let spec = self
+                    .spec("init script", "postgres")
+                    .env("PGHOST", self.probe_ip().to_string())
+                    .env("PGPORT", self.port.to_string())
+                    .env("PGUSER", &self.user)
+                    .env("PGPASSWORD", &self.password)
+                    .env("PGDATABASE", &self.database)
+                    .env("POSTGRES_USER", &self.user)
+                    .env("POSTGRES_PASSWORD", &self.password)
+                    .env("POSTGRES_DB", &self.database);
+                let spec = ChildSpec {
+                    program: "/bin/sh".into(),
+                    args: vec![script.clone().into_os_string()],
+                    ..spec
+                };
+                run_to_completion(&spec, "running an init script")
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Give `account` search (x) permission on a directory opsbox owns, when it lacks it.
+fn grant_search(dir: &Path, account: &Account) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    if !can_search(&meta, account) {
+        let mode = meta.permissions().mode() | 0o001;
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("cannot set permissions of {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+fn can_search(meta: &std::fs::Metadata, account: &Account) -> bool {
+    let mode = meta.mode();
+    (meta.uid() == account.uid && mode & 0o100 != 0)
+        || (meta.gid() == account.gid && mode & 0o010 != 0)
+        || mode & 0o001 != 0
+}
+
+/// Every ancestor of `path` must be searchable by `account`, or PostgreSQL cannot reach it.
+fn check_reachable(path: &Path, account: &Account) -> Result<()> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    for dir in absolute.ancestors() {
+        if let Ok(meta) = std::fs::metadata(dir)
+            && !can_search(&meta, account)
+        {
+            return Err(fail(
+                format!(
+                    "PostgreSQL runs as the unprivileged account {} (opsbox runs as root), which cannot reach {}: {} is not searchable by it",
+                    account.name,
+                    path.display(),
+                    dir.display()
+                ),
+                Some(format!(
+                    "use --data-dir / OPSBOX_CACHE_DIR outside it (the defaults for root are /var/lib/opsbox and /var/cache/opsbox), or `chmod o+x {}`",
+                    dir.display()
+                )),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,143 @@
-//! state
+//! The per-project state directory: its layout, the lock that makes one stack per project, and
+//! the run file that tells `status`, `logs` and `down` what is running.
+
+pub mod lock;
+pub mod run_file;
+
+use std::path::{Path, PathBuf};
+
+pub use lock::StateLock;
+pub use run_file::{RunFile, ServiceRecord, ServiceState};
+
+use crate::services::ServiceName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create the data directory {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the data directory {path} is not writable")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opsbox is already running for this project (pid {pid}, data dir {data_dir})")]
+    AlreadyRunning { pid: String, data_dir: PathBuf },
+    #[error("cannot lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the run file {path}")]
+    WriteRunFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the run file {path} is unreadable: {message}")]
+    ReadRunFile { path: PathBuf, message: String },
+}
+
+impl StateError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StateError::Create { path, .. } | StateError::NotWritable { path, .. } => Some(format!(
+                "choose a writable directory with --data-dir / OPSBOX_DATA_DIR, or fix the permissions of {}",
+                path.display()
+            )),
+            StateError::AlreadyRunning { .. } => Some(
+                "use `opsbox status` to see it, `opsbox down` to stop it, or a different --data-dir".into(),
+            ),
+            StateError::ReadRunFile { .. } => Some(
+                "if no opsbox is running for this project, delete the run file; data is not affected".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Paths inside one project's data directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("opsbox.lock")
+    }
+    pub fn run_file(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    /// The log of a service, or of opsbox itself (`None`).
+    pub fn log(&self, service: Option<ServiceName>) -> PathBuf {
+        let name = service.map_or("opsbox", ServiceName::as_str);
+        self.logs().join(format!("{name}.log"))
+    }
+    pub fn nats(&self) -> PathBuf {
+        self.root.join("nats")
+    }
+    pub fn jetstream(&self) -> PathBuf {
+        self.nats().join("jetstream")
+    }
+    pub fn postgres(&self) -> PathBuf {
+        self.root.join("postgres")
+    }
+    pub fn postgres_data(&self) -> PathBuf {
+        self.postgres().join("data")
+    }
+    pub fn s3(&self) -> PathBuf {
+        self.root.join("s3")
+    }
+
+    /// The data directory of a service, as shown by `status`.
+    pub fn service_data(&self, service: ServiceName) -> PathBuf {
+        match service {
+            ServiceName::Nats => self.jetstream(),
+            ServiceName::Postgres => self.postgres_data(),
+            ServiceName::S3 => self.s3(),
+        }
+    }
+
+    /// Create the directory tree and prove it is writable.
+    pub fn create(&self) -> Result<(), StateError> {
+        for dir in [self.root.clone(), self.logs()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| StateError::Create { path: dir, source })?;
+        }
+        let probe = self.root.join(".opsbox-write-test");
+        std::fs::write(&probe, b"ok").map_err(|source| StateError::NotWritable {
+            path: self.root.clone(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+}
+
+/// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
+/// the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! `opsbox env`.
+
+use std::process::ExitCode;
+
+use crate::cli::GlobalArgs;
+use crate::error::Result;
+
+pub async fn run(global: &GlobalArgs, args: &crate::cli::EnvArgs) -> Result<ExitCode> {
+    let _ = (global, args);
+    todo!("lifecycle")
+}

@@ -1,0 +1,116 @@
+//! The top-level error and how it is shown: one `error:` line naming the thing and the failed
+//! action, `caused by:` lines, and a `hint:` with what to do.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::fetch::FetchError;
+use crate::services::ServiceName;
+use crate::services::s3::S3Error;
+use crate::state::StateError;
+use crate::supervisor::SupervisorError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
+    PortInUse {
+        service: ServiceName,
+        what: &'static str,
+        host: String,
+        port: u16,
+        /// " (pid N: command)" when the OS lets us see the owner.
+        owner: String,
+        flag: &'static str,
+        ours: bool,
+    },
+    #[error("{service} did not become ready within {waited_secs} s: {reason}")]
+    NotReady {
+        service: ServiceName,
+        waited_secs: u64,
+        reason: String,
+        log: Option<PathBuf>,
+        log_tail: Vec<String>,
+    },
+    #[error("{service}: {message}")]
+    Service {
+        service: ServiceName,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("{message}")]
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("{0}")]
+    Message(String),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Fetch(e) => e.hint(),
+            Error::State(e) => e.hint(),
+            Error::Supervisor(e) => e.hint(),
+            Error::Config(_) => Some(
+                "fix the file (it is shared with docker compose), or run from a directory without ops/ to use the built-in defaults".into(),
+            ),
+            Error::PortInUse {
+                port, flag, ours, ..
+            } => Some(if *ours {
+                "a previous opsbox of this project still holds it: run `opsbox down`".to_string()
+            } else {
+                format!(
+                    "stop whatever listens on {port} (`ss -ltnp 'sport = {port}'`) or run `opsbox up {flag} <free port>`"
+                )
+            }),
+            Error::NotReady { log, .. } => log
+                .as_ref()
+                .map(|log| format!("see the full log: {} (or `opsbox logs`)", log.display())),
+            Error::Service { hint, .. } | Error::Usage { hint, .. } => hint.clone(),
+            _ => None,
+        }
+    }
+
+    /// Extra lines shown after the hint (e.g. the last lines of a service log).
+    pub fn details(&self) -> &[String] {
+        match self {
+            Error::NotReady { log_tail, .. } => log_tail,
+            Error::Supervisor(SupervisorError::Exited { log_tail, .. }) => log_tail,
+            _ => &[],
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,233 @@
+//! Flags, environment and the ops/ files resolved once into one `Settings`, before any command
+//! runs.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg};
+use crate::config::Ops;
+use crate::error::{Error, Result};
+use crate::fetch::{DEFAULT_NATS_VERSION, DEFAULT_POSTGRES_VERSION};
+use crate::services::ServiceName;
+use crate::state::StateDir;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ops: Ops,
+    /// The project directory (parent of ops/), when one was found.
+    pub project_dir: Option<PathBuf>,
+    pub state: StateDir,
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+    pub quiet: bool,
+    pub verbose: u8,
+    pub host: IpAddr,
+    pub services: Vec<ServiceName>,
+    pub nats: NatsSettings,
+    pub postgres: PostgresSettings,
+    pub s3: S3Settings,
+    pub mirror: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub port: u16,
+    pub monitor_port: u16,
+    pub binary: Option<PathBuf>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub major: u32,
+    pub dir: Option<PathBuf>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub buckets: Vec<String>,
+}
+
+impl Settings {
+    /// Resolve everything; `host`, `ports`, `binaries` and `services` come from the subcommand
+    /// where it has them.
+    pub fn resolve(
+        global: &GlobalArgs,
+        host: Option<IpAddr>,
+        ports: &PortArgs,
+        binaries: &BinaryArgs,
+        services: &[ServiceArg],
+    ) -> Result<Settings> {
+        let (project_dir, ops_dir) = match &global.project_dir {
+            Some(dir) => {
+                let ops = dir.join("ops");
+                if !ops.join("docker-compose.yml").is_file() {
+                    return Err(Error::Usage {
+                        message: format!(
+                            "--project-dir {}: there is no ops/docker-compose.yml in it",
+                            dir.display()
+                        ),
+                        hint: Some("point --project-dir at the directory that holds ops/".into()),
+                    });
+                }
+                (Some(absolute(dir)), Some(ops))
+            }
+            None => {
+                let cwd = std::env::current_dir()
+                    .map_err(|e| Error::io("cannot read the working directory", e))?;
+                match Ops::find(&cwd) {
+                    Some(ops) => (ops.parent().map(Path::to_path_buf), Some(ops)),
+                    None => (None, None),
+                }
+            }
+        };
+        let ops = Ops::load(ops_dir.as_deref())?;
+
+        let data_dir = match &global.data_dir {
+            Some(dir) => absolute(dir),
+            None => default_data_root().join(project_key(project_dir.as_deref())),
+        };
+        let cache_dir = match &global.cache_dir {
+            Some(dir) => absolute(dir),
+            None => default_cache_dir(),
+        };
+
+        let compose = &ops.compose;
+        let nats = NatsSettings {
+            port: ports.nats_port.unwrap_or(compose.nats.client_port),
+            monitor_port: ports.nats_monitor_port.unwrap_or(compose.nats.monitor_port),
+            binary: binaries.nats_server.clone(),
+            version: binaries
+                .nats_version
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NATS_VERSION.to_string()),
+        };
+        let postgres = PostgresSettings {
+            port: ports.postgres_port.unwrap_or(compose.postgres.port),
+            user: compose.postgres.user.clone(),
+            password: compose.postgres.password.clone(),
+            database: compose.postgres.database.clone(),
+            major: compose.postgres.major,
+            dir: binaries.postgres_dir.clone(),
+            version: binaries
+                .postgres_version
+                .clone()
+                .unwrap_or_else(|| DEFAULT_POSTGRES_VERSION.to_string()),
+        };
+        let s3 = S3Settings {
+            port: ports.s3_port.unwrap_or(compose.minio.api_port),
+            access_key: compose.minio.root_user.clone(),
+            secret_key: compose.minio.root_password.clone(),
+            region: "us-east-1".into(),
+            buckets: compose.buckets.clone(),
+        };
+        let mut selected: Vec<ServiceName> = services
+            .iter()
+            .map(|s| match s {
+                ServiceArg::Nats => ServiceName::Nats,
+                ServiceArg::Postgres => ServiceName::Postgres,
+                ServiceArg::S3 => ServiceName::S3,
+            })
+            .collect();
+        if selected.is_empty() {
+            selected = ServiceName::ALL.to_vec();
+        }
+        selected.sort();
+        selected.dedup();
+
+        Ok(Settings {
+            ops,
+            project_dir,
+            state: StateDir::new(data_dir),
+            cache_dir,
+            offline: global.offline,
+            quiet: global.quiet,
+            verbose: global.verbose,
+            host: host.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            services: selected,
+            nats,
+            postgres,
+            s3,
+            mirror: binaries.mirror.clone().filter(|m| !m.is_empty()),
+        })
+    }
+
+    pub fn runs(&self, service: ServiceName) -> bool {
+        self.services.contains(&service)
+    }
+
+    /// The host clients should connect to (127.0.0.1 when listening on all addresses).
+    pub fn client_host(&self) -> String {
+        if self.host.is_unspecified() {
+            "127.0.0.1".into()
+        } else if self.host.is_ipv6() {
+            format!("[{}]", self.host)
+        } else {
+            self.host.to_string()
+        }
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Where projects' data lives by default. As root, a system location: the unprivileged account
+/// PostgreSQL runs as cannot traverse /root.
+fn default_data_root() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/opsbox/projects");
+    }
+    directories::ProjectDirs::from("", "", "opsbox")
+        .map(|d| d.data_local_dir().join("projects"))
+        .unwrap_or_else(|| std::env::temp_dir().join("opsbox").join("projects"))
+}
+
+fn default_cache_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/cache/opsbox");
+    }
+    directories::ProjectDirs::from("", "", "opsbox")
+        .map(|d| d.cache_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("opsbox").join("cache"))
+}
+
+/// A readable, unique directory name for a project: `<dir name>-<hash of its path>`.
+fn project_key(project_dir: Option<&Path>) -> String {
+    match project_dir {
+        None => "default".into(),
+        Some(dir) => {
+            let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            let hash = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+            let name: String = canonical
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "project".into())
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{name}-{}", &hex::encode(hash)[..8])
+        }
+    }
+}

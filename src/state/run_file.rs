@@ -1,0 +1,100 @@
+//! `run.json`: what the supervisor runs, written atomically on every change.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{StateError, write_atomically};
+use crate::services::ServiceName;
+use crate::supervisor::ProcessIdentity;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    Starting,
+    Ready,
+    Restarting,
+    CrashLooping,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Ready => "ready",
+            ServiceState::Restarting => "restarting",
+            ServiceState::CrashLooping => "crash-looping",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: ServiceName,
+    pub state: ServiceState,
+    /// The child process (none for the in-process S3 endpoint).
+    pub process: Option<ProcessIdentity>,
+    pub url: String,
+    pub port: u16,
+    /// Unix seconds when the current process (or listener) started.
+    pub started_at: Option<u64>,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFile {
+    pub opsbox_version: String,
+    pub supervisor: ProcessIdentity,
+    pub started_at: u64,
+    pub detached: bool,
+    pub project_dir: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub host: String,
+    pub services: Vec<ServiceRecord>,
+}
+
+impl RunFile {
+    /// Read the run file; `Ok(None)` when there is none.
+    pub fn read(path: &Path) -> Result<Option<RunFile>, StateError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::ReadRunFile {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::ReadRunFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("run file serialises");
+        write_atomically(path, &bytes).map_err(|source| StateError::WriteRunFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn service(&self, name: ServiceName) -> Option<&ServiceRecord> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn service_mut(&mut self, name: ServiceName) -> Option<&mut ServiceRecord> {
+        self.services.iter_mut().find(|s| s.name == name)
+    }
+}

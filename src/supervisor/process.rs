@@ -1,0 +1,148 @@
+//! Facts about processes read from /proc, and signals sent only after proving a pid still
+//! names the process we recorded (pids get reused).
+
+use std::path::PathBuf;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// A pid plus the process's start time (clock ticks since boot), which together name one
+/// process for the life of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+impl ProcessIdentity {
+    /// The identity of the live process `pid`, or `None` if there is none (or it is a zombie).
+    pub fn of(pid: i32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may contain spaces: split after the
+        // last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // rest starts at field 3 (state); starttime is field 22.
+        if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+            return None;
+        }
+        let start_ticks = fields.get(19)?.parse().ok()?;
+        Some(Self { pid, start_ticks })
+    }
+
+    /// Our own identity.
+    pub fn current() -> Option<Self> {
+        Self::of(std::process::id() as i32)
+    }
+
+    /// Whether this exact process is still alive.
+    pub fn is_alive(&self) -> bool {
+        Self::of(self.pid).is_some_and(|now| now.start_ticks == self.start_ticks)
+    }
+
+    /// Send `signal` if, and only if, the pid still names this process. Returns whether it was
+    /// sent.
+    pub fn signal(&self, signal: Signal) -> bool {
+        self.is_alive() && kill(Pid::from_raw(self.pid), signal).is_ok()
+    }
+
+    /// Send `signal` to this process's whole process group (the children we spawn lead their
+    /// own), after proving the leader is still ours.
+    pub fn signal_group(&self, signal: Signal) -> bool {
+        self.is_alive() && kill(Pid::from_raw(-self.pid), signal).is_ok()
+    }
+}
+
+/// The command line of `pid`, joined with spaces.
+pub fn command_line(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let parts: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// The executable of `pid` (needs permission to read /proc/PID/exe).
+pub fn executable(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// The pid and command line of the process listening on TCP `port`, where /proc lets us see it.
+pub fn port_owner(port: u16) -> Option<(i32, String)> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; st 0A is LISTEN; inode is field 9.
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if listening && local_port == Some(port) && *inode != "0" {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
+            {
+                let command = command_line(pid).unwrap_or_else(|| "?".into());
+                return Some((pid, command));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_of_self_is_alive_and_a_made_up_start_time_is_not() {
+        let me = ProcessIdentity::current().expect("own /proc entry");
+        assert!(me.is_alive());
+        let other = ProcessIdentity {
+            pid: me.pid,
+            start_ticks: me.start_ticks + 1,
+        };
+        assert!(!other.is_alive());
+        // Never signalled: the identity does not match.
+        assert!(!other.signal(Signal::SIGTERM));
+    }
+
+    #[test]
+    fn port_owner_finds_our_own_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (pid, _) = port_owner(port).expect("owner of our own port");
+        assert_eq!(pid, std::process::id() as i32);
+    }
+}
