@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod nats_conf;
+mod shell_words;
 pub mod stream;
 
 use std::path::{Path, PathBuf};
