@@ -233,6 +233,7 @@ pub fn theseus_archive(version: &str) -> PathBuf {
         std::fs::File::open(&tarball).unwrap(),
     ));
     let mut links: Vec<serde_json::Value> = Vec::new();
+    let mut directories = std::collections::HashSet::new();
     for entry in input.entries().unwrap() {
         let mut entry = entry.unwrap();
         let entry_path = entry.path().unwrap().into_owned();
@@ -244,6 +245,28 @@ pub fn theseus_archive(version: &str) -> PathBuf {
         if relative == Path::new("pg-symlinks.json") {
             links = serde_json::from_slice(&bytes).unwrap();
             continue;
+        }
+        // Directory entries first, as `tar` writes them in the real archives.
+        for ancestor in relative
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            if directories.insert(ancestor.to_path_buf()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                header.set_mode(0o755);
+                header.set_cksum();
+                out.append_data(
+                    &mut header,
+                    Path::new(&stem).join(ancestor),
+                    std::io::empty(),
+                )
+                .unwrap();
+            }
         }
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
