@@ -197,7 +197,9 @@ impl PostgresService {
             .arg("-U")
             .arg(&self.user)
             .arg(format!("--pwfile={}", password_file.display()))
-            .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"]);
+            .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"])
+            // One syncfs of the finished cluster below replaces initdb's file-by-file fsync.
+            .arg("--no-sync");
         let result = run_to_completion(&initdb, "initialising the database cluster").await;
         let _ = std::fs::remove_file(&password_file);
         result?;
@@ -214,6 +216,7 @@ impl PostgresService {
         child.stop(Duration::from_secs(30)).await;
         setup?;
 
+        sync_filesystem(&staging)?;
         fs_err::rename(&staging, &self.data_dir).map_err(|e| {
             Error::io(
                 format!(
@@ -456,6 +459,14 @@ impl PostgresService {
         }
         Ok(())
     }
+}
+
+/// Flush everything under `dir` to disk (initdb ran with --no-sync).
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    let file = fs_err::File::open(dir)
+        .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
+    nix::unistd::syncfs(&file)
+        .map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e.into()))
 }
 
 /// Give `account` search (x) permission on a directory opsbox owns, when it lacks it.

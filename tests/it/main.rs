@@ -1,4 +1,8 @@
-//! The integration-test binary: calls the opsbox library against real artifacts.
+//! The integration-test binary: the opsbox library and the real `opsbox` binary against real
+//! artifacts and real servers.
 
 mod fetch;
+mod nats;
+mod postgres;
 mod support;
+mod up_errors;

@@ -3,3 +3,4 @@
 pub mod artifacts;
 pub mod mirror;
 pub mod recorder;
+pub mod stack;

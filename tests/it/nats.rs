@@ -1,0 +1,102 @@
+//! nats-server under `opsbox up`: EVENTS from ops/setup_streams.sh, messages stored under the
+//! opsbox data dir and kept across a SIGTERM and a new start.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+
+use crate::support::stack::Opsbox;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_event_is_stored_in_events_and_survives_a_restart() {
+    let opsbox = Opsbox::new();
+    let mut up = opsbox.up_foreground("nats");
+    opsbox.wait_ready(&mut up, Duration::from_secs(120));
+
+    let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("EVENTS").await.expect("EVENTS exists after up");
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.config.subjects, vec!["enterprise.>".to_string()]);
+    assert_eq!(info.config.storage, async_nats::jetstream::stream::StorageType::File);
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::Limits
+    );
+    let ack = js
+        .publish("enterprise.test.created", "order 42".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream acknowledged the message");
+    assert_eq!(ack.stream, "EVENTS");
+    drop(js);
+
+    let status = up.stop(Signal::SIGTERM, Duration::from_secs(30));
+    assert!(status.success(), "opsbox up exited with {status}:\n{}", up.stderr());
+    assert!(
+        opsbox.data_dir.join("nats/jetstream/jetstream").is_dir(),
+        "JetStream data is not under the opsbox data dir"
+    );
+    assert!(
+        opsbox.run_file().is_none(),
+        "a clean stop leaves no run file behind"
+    );
+
+    let mut up = opsbox.up_foreground("nats");
+    opsbox.wait_ready(&mut up, Duration::from_secs(60));
+    let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let message = stream
+        .get_raw_message(ack.sequence)
+        .await
+        .expect("the acknowledged message is still in EVENTS after the restart");
+    assert_eq!(message.subject.as_str(), "enterprise.test.created");
+    assert_eq!(&message.payload[..], b"order 42");
+
+    // A consumer reads it back too.
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let first = messages.next().await.unwrap().unwrap();
+    assert_eq!(&first.payload[..], b"order 42");
+
+    let stderr = up.stderr();
+    assert!(
+        stderr.contains("nats-server 2."),
+        "up says where nats-server came from:\n{stderr}"
+    );
+}
+
+#[test]
+fn nats_listens_on_loopback_only_by_default() {
+    let opsbox = Opsbox::new();
+    let mut up = opsbox.up_foreground("nats");
+    opsbox.wait_ready(&mut up, Duration::from_secs(120));
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    for port in [opsbox.nats_port, opsbox.nats_monitor_port] {
+        let listeners: Vec<&str> = tcp
+            .lines()
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(3) == Some(&"0A")
+                    && fields
+                        .get(1)
+                        .is_some_and(|a| a.ends_with(&format!(":{port:04X}")))
+            })
+            .collect();
+        assert!(!listeners.is_empty(), "nothing listens on {port}");
+        for line in listeners {
+            let local = line.split_whitespace().nth(1).unwrap();
+            assert!(
+                local.starts_with("0100007F:"),
+                "port {port} listens on {local}, not 127.0.0.1"
+            );
+        }
+    }
+    up.stop(Signal::SIGINT, Duration::from_secs(30));
+}

@@ -1,0 +1,85 @@
+//! Bad input to `opsbox up`: one clear error naming the thing, a hint, a non-zero exit code,
+//! and the data dir untouched.
+
+use std::process::Output;
+
+use crate::support::stack::{Opsbox, project_copy, tree_digest};
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_taken_port_is_named_with_its_owner_and_the_flag_to_change_it() {
+    let opsbox = Opsbox::new();
+    std::fs::create_dir_all(opsbox.data_dir.join("nats/jetstream")).unwrap();
+    std::fs::write(opsbox.data_dir.join("nats/jetstream/keep"), "data").unwrap();
+    let before = tree_digest(&opsbox.data_dir);
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", opsbox.nats_port)).unwrap();
+
+    let output = opsbox
+        .command()
+        .args(["up", "--services", "nats"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("port {} on 127.0.0.1 is already in use", opsbox.nats_port)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("pid {}", std::process::id())), "owner named: {text}");
+    assert!(text.contains("--nats-port"), "hint names the flag: {text}");
+    drop(squatter);
+    let mut after = tree_digest(&opsbox.data_dir);
+    after.retain(|(path, _)| !path.starts_with("logs") && !path.ends_with("opsbox.lock"));
+    let mut before = before;
+    before.retain(|(path, _)| !path.starts_with("logs") && !path.ends_with("opsbox.lock"));
+    assert_eq!(after, before, "a failed start changed the data dir");
+}
+
+#[test]
+fn a_malformed_nats_conf_is_named() {
+    let project = project_copy();
+    let conf = project.path().join("ops/nats.conf");
+    std::fs::write(&conf, "port: 4222\njetstream {\n  store_dir: \"/data\"\n").unwrap();
+    let opsbox = Opsbox::with_project(project.path().to_path_buf());
+    let output = opsbox
+        .command()
+        .args(["up", "--services", "nats"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("nats.conf"), "{text}");
+    assert!(text.contains("malformed"), "{text}");
+    assert!(!opsbox.data_dir.exists(), "nothing was created for a config error");
+}
+
+#[test]
+fn an_unknown_flag_is_a_usage_error() {
+    let opsbox = Opsbox::new();
+    let output = opsbox.run(&["up", "--no-such-flag"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--no-such-flag"));
+}
+
+#[test]
+fn offline_with_an_empty_cache_says_what_is_missing() {
+    let mut opsbox = Opsbox::new();
+    opsbox.cache_dir = opsbox.home.path().join("empty-cache");
+    let output = opsbox
+        .command()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["--offline", "up", "--services", "nats"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("nats-server"), "{text}");
+    assert!(text.contains("offline"), "{text}");
+    assert!(text.contains("opsbox fetch"), "hint says how to get it: {text}");
+}
