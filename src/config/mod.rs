@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod nats_conf;
+mod shell_words;
 pub mod stream;
 
 use std::path::{Path, PathBuf};
@@ -83,5 +84,52 @@ impl Ops {
             stream,
             initdb_dir,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_ops_dir_and_the_built_in_copies_agree() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = Ops::find(&repo.join("src")).expect("ops/ is found from src/");
+        assert_eq!(dir, repo.join("ops"));
+        let on_disk = Ops::load(Some(&dir)).expect("the repository's ops/ loads");
+        let built_in = Ops::load(None).expect("the compiled-in ops/ files load");
+        assert_eq!(on_disk.dir.as_deref(), Some(dir.as_path()));
+        assert_eq!(on_disk.nats_conf.path, Some(dir.join("nats.conf")));
+        assert_eq!(
+            on_disk.initdb_dir,
+            Some(dir.join("postgres").join("initdb.d"))
+        );
+        assert_eq!(built_in.dir, None);
+        assert_eq!(built_in.nats_conf.path, None);
+        assert_eq!(built_in.initdb_dir, None);
+        assert_eq!(on_disk.compose, built_in.compose);
+        assert_eq!(on_disk.stream, built_in.stream);
+        assert_eq!(
+            NatsConf {
+                path: None,
+                ..on_disk.nats_conf
+            },
+            built_in.nats_conf
+        );
+        assert_eq!(on_disk.compose.postgres.database, "historian");
+        assert_eq!(on_disk.stream.name, "EVENTS");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let empty = tempfile::tempdir().expect("temp dir");
+        let error = Ops::load(Some(empty.path())).expect_err("an empty dir has no ops files");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot read {}",
+                empty.path().join("docker-compose.yml").display()
+            )
+        );
     }
 }

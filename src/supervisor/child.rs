@@ -90,7 +90,7 @@ pub async fn spawn(spec: &ChildSpec) -> Result<RunningChild, SupervisorError> {
         .create(true)
         .append(true)
         .open(&spec.log)
-        .map_err(|e| log_error(e.into()))?
+        .map_err(|e| log_error(e))?
         .into_file();
     let stderr = log.try_clone().map_err(log_error)?;
 
@@ -214,4 +214,43 @@ pub async fn run_to_completion(spec: &ChildSpec, action: &str) -> Result<(), Sup
             log_tail: log_tail(&spec.log, 15),
         })
     }
+}
+
+/// Start `spec` as a background process that outlives opsbox: its own session, no parent-death
+/// signal, not killed when the handle is dropped. Used for the detached supervisor only.
+pub fn spawn_detached(spec: &ChildSpec) -> Result<std::process::Child, SupervisorError> {
+    use std::os::unix::process::CommandExt;
+    let log_error = |source| SupervisorError::Log {
+        path: spec.log.clone(),
+        source,
+    };
+    let log = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .map_err(|e| log_error(e))?
+        .into_file();
+    let stderr = log.try_clone().map_err(log_error)?;
+    let mut command = std::process::Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr);
+    if let Some(dir) = &spec.cwd {
+        command.current_dir(dir);
+    }
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|source| SupervisorError::Spawn {
+        name: spec.name.clone(),
+        program: spec.program.clone(),
+        source,
+    })
 }

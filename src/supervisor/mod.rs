@@ -8,12 +8,13 @@ pub mod child;
 pub mod process;
 pub mod signals;
 mod spawner;
+pub mod stack;
 
 use std::path::PathBuf;
 
 pub use account::Account;
 pub use backoff::Backoff;
-pub use child::{ChildSpec, RunningChild, run_to_completion, spawn};
+pub use child::{ChildSpec, RunningChild, run_to_completion, spawn, spawn_detached};
 pub use process::ProcessIdentity;
 
 #[derive(Debug, thiserror::Error)]
