@@ -89,7 +89,10 @@ async fn stop_supervisor(state: &StateDir, run: &RunFile, timeout: Duration) -> 
     if !supervisor.signal(Signal::SIGTERM) {
         // It exited between our check and the signal: the lock tells whether it is gone.
         if !StateLock::is_held(state) {
-            output::info(&format!("opsbox supervisor (pid {}): stopped", supervisor.pid));
+            output::info(&format!(
+                "opsbox supervisor (pid {}): stopped",
+                supervisor.pid
+            ));
             return Ok(());
         }
         return Err(Error::UnknownSupervisor {
@@ -119,7 +122,10 @@ async fn stop_supervisor(state: &StateDir, run: &RunFile, timeout: Duration) -> 
     ));
     supervisor.signal(Signal::SIGKILL);
     if wait_until(KILL_WAIT, || !StateLock::is_held(state)).await {
-        output::info(&format!("opsbox supervisor (pid {}): killed", supervisor.pid));
+        output::info(&format!(
+            "opsbox supervisor (pid {}): killed",
+            supervisor.pid
+        ));
         return Ok(());
     }
     Err(Error::StillRunning {
@@ -217,7 +223,10 @@ fn check_deletable(settings: &Settings) -> Result<()> {
     if let Some(project) = settings.project_dir.as_deref().map(canonical)
         && project.starts_with(&data)
     {
-        return refuse(format!("the project directory {} or above it", project.display()));
+        return refuse(format!(
+            "the project directory {} or above it",
+            project.display()
+        ));
     }
     Ok(())
 }
@@ -232,7 +241,10 @@ fn canonical(path: &Path) -> PathBuf {
 fn delete_data(root: &Path) -> Result<()> {
     match std::fs::symlink_metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            output::info(&format!("no data to delete ({} does not exist)", root.display()));
+            output::info(&format!(
+                "no data to delete ({} does not exist)",
+                root.display()
+            ));
             return Ok(());
         }
         Err(source) => {

@@ -73,7 +73,10 @@ pub fn variables(settings: &Settings, run: Option<&RunFile>) -> EnvVars {
     let s3_port = port(ServiceName::S3, settings.s3.port);
     let host = client_host(settings, run);
     // PGHOST takes a bare address; URLs need IPv6 in brackets.
-    let pg_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let pg_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let pg = &settings.postgres;
     let s3 = &settings.s3;
     let encode = |text: &str| utf8_percent_encode(text, URL_COMPONENT).to_string();
