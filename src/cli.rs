@@ -46,8 +46,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "OPSBOX_OFFLINE")]
     pub offline: bool,
 
-    /// Show more detail on stderr (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Show more detail on stderr (repeat for more). Long form only: `-v` is `down -v`
+    /// (delete data), as in docker compose.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// Print only errors on stderr.

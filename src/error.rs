@@ -47,6 +47,24 @@ pub enum Error {
         message: String,
         hint: Option<String>,
     },
+    #[error("refusing to delete the data directory {path}: it is {reason}")]
+    DeleteRefused { path: PathBuf, reason: String },
+    #[error("cannot delete the data directory {path}")]
+    Delete {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "opsbox (pid {pid}) did not stop: it still holds the lock on {data_dir} after {waited_ms} ms"
+    )]
+    StillRunning {
+        pid: String,
+        data_dir: PathBuf,
+        waited_ms: u64,
+    },
+    #[error("cannot tell which process runs opsbox for {data_dir}: {reason}")]
+    UnknownSupervisor { data_dir: PathBuf, reason: String },
     #[error("{message}")]
     Usage {
         message: String,
@@ -91,6 +109,19 @@ impl Error {
             Error::NotReady { log, .. } => log
                 .as_ref()
                 .map(|log| format!("see the full log: {} (or `opsbox logs`)", log.display())),
+            Error::DeleteRefused { .. } => Some(
+                "point --data-dir / OPSBOX_DATA_DIR at this project's own data directory, or delete the data by hand".into(),
+            ),
+            Error::Delete { path, .. } => Some(format!(
+                "check the permissions under {} (PostgreSQL's files belong to the account it ran as), then run `opsbox down -v` again",
+                path.display()
+            )),
+            Error::StillRunning { data_dir, .. } | Error::UnknownSupervisor { data_dir, .. } => {
+                Some(format!(
+                    "if opsbox is still starting, wait and run `opsbox down` again; otherwise find the process with `fuser -v {}` and stop it by hand",
+                    data_dir.join("opsbox.lock").display()
+                ))
+            }
             Error::Service { hint, .. } | Error::Usage { hint, .. } => hint.clone(),
             _ => None,
         }

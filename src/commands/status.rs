@@ -1,11 +1,261 @@
-//! `opsbox status`.
+//! `opsbox status` (alias `ps`): each service's state, pid, address, uptime and data dir, from
+//! the run file checked against the live processes; exit 0 only when every service is ready.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::GlobalArgs;
+use serde::Serialize;
+
+use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, StatusArgs};
 use crate::error::Result;
+use crate::output;
+use crate::services::ServiceName;
+use crate::settings::Settings;
+use crate::state::{self, Presence, RunFile, ServiceRecord, ServiceState};
+use crate::supervisor::log_tail;
 
-pub async fn run(global: &GlobalArgs, args: &crate::cli::StatusArgs) -> Result<ExitCode> {
-    let _ = (global, args);
-    todo!("lifecycle")
+/// Log lines shown under the table for a failing service.
+const TAIL_LINES: usize = 5;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    running: bool,
+    data_dir: PathBuf,
+    supervisor_pid: Option<i32>,
+    services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceStatus {
+    name: ServiceName,
+    state: String,
+    pid: Option<i32>,
+    url: Option<String>,
+    port: Option<u16>,
+    uptime_seconds: Option<u64>,
+    data_dir: PathBuf,
+    log: PathBuf,
+    restarts: u32,
+    last_error: Option<String>,
+}
+
+impl ServiceStatus {
+    fn ready(&self) -> bool {
+        self.state == ServiceState::Ready.as_str()
+    }
+}
+
+pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
+    let settings = Settings::resolve(
+        global,
+        None,
+        &PortArgs::default(),
+        &BinaryArgs::default(),
+        &[],
+    )?;
+    let state_dir = &settings.state;
+    let presence = state::presence(state_dir)?;
+    let report = match &presence {
+        Presence::Running(run) => Report {
+            running: true,
+            data_dir: state_dir.root.clone(),
+            supervisor_pid: Some(run.supervisor.pid),
+            services: settings
+                .services
+                .iter()
+                .map(|&name| from_record(&settings, run, name))
+                .collect(),
+        },
+        Presence::Starting | Presence::NotRunning { .. } => {
+            let label = if matches!(presence, Presence::Starting) {
+                ServiceState::Starting
+            } else {
+                ServiceState::Stopped
+            };
+            Report {
+                running: matches!(presence, Presence::Starting),
+                data_dir: state_dir.root.clone(),
+                supervisor_pid: None,
+                services: settings
+                    .services
+                    .iter()
+                    .map(|&name| not_running(&settings, name, label))
+                    .collect(),
+            }
+        }
+    };
+
+    match &presence {
+        Presence::NotRunning { .. } => output::info(&format!(
+            "opsbox is not running for this project (data dir {})",
+            state_dir.root.display()
+        )),
+        Presence::Starting => output::info(&format!(
+            "opsbox is starting for this project (data dir {})",
+            state_dir.root.display()
+        )),
+        Presence::Running(_) => {}
+    }
+
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| {
+            crate::error::Error::Message(format!("cannot render the status as JSON: {e}"))
+        })?;
+        output::data(&text);
+    } else {
+        output::data(&table(&report));
+    }
+    show_failures(&report);
+
+    Ok(if report.services.iter().all(ServiceStatus::ready) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A service as the run file records it, corrected by what /proc says now.
+fn from_record(settings: &Settings, run: &RunFile, name: ServiceName) -> ServiceStatus {
+    let Some(record) = run.service(name) else {
+        return not_running(settings, name, ServiceState::Stopped);
+    };
+    let state = effective_state(record);
+    let alive = matches!(state, ServiceState::Ready | ServiceState::Starting);
+    let pid = record
+        .process
+        .filter(|process| process.is_alive())
+        .map(|process| process.pid);
+    let uptime = record
+        .started_at
+        .filter(|_| alive)
+        .map(|started| now().saturating_sub(started));
+    ServiceStatus {
+        name,
+        state: state.as_str().to_string(),
+        pid,
+        url: Some(record.url.clone()),
+        port: Some(record.port),
+        uptime_seconds: uptime,
+        data_dir: record.data_dir.clone(),
+        log: record.log.clone(),
+        restarts: record.restarts,
+        last_error: record.last_error.clone(),
+    }
+}
+
+/// The recorded state, unless the recorded process is dead: the supervisor restarts a child
+/// that died, but may not have rewritten the run file yet.
+fn effective_state(record: &ServiceRecord) -> ServiceState {
+    match (record.state, record.process) {
+        (ServiceState::Ready | ServiceState::Starting, Some(process)) if !process.is_alive() => {
+            ServiceState::Restarting
+        }
+        (state, _) => state,
+    }
+}
+
+fn not_running(settings: &Settings, name: ServiceName, state: ServiceState) -> ServiceStatus {
+    ServiceStatus {
+        name,
+        state: state.as_str().to_string(),
+        pid: None,
+        url: None,
+        port: None,
+        uptime_seconds: None,
+        data_dir: settings.state.service_data(name),
+        log: settings.state.log(Some(name)),
+        restarts: 0,
+        last_error: None,
+    }
+}
+
+fn table(report: &Report) -> String {
+    let rows: Vec<Vec<String>> = report
+        .services
+        .iter()
+        .map(|service| {
+            vec![
+                service.name.to_string(),
+                service.state.clone(),
+                service.pid.map_or("-".into(), |pid| pid.to_string()),
+                service.url.clone().unwrap_or_else(|| "-".into()),
+                service.uptime_seconds.map_or("-".into(), human_duration),
+                service.data_dir.display().to_string(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["NAME", "STATE", "PID", "ADDRESS", "UPTIME", "DATA"],
+        &rows,
+    )
+}
+
+/// For each service that keeps failing: its last error and the end of its log, on stderr.
+fn show_failures(report: &Report) {
+    let failing = [
+        ServiceState::CrashLooping.as_str(),
+        ServiceState::Failed.as_str(),
+        ServiceState::Restarting.as_str(),
+    ];
+    for service in &report.services {
+        let Some(error) = &service.last_error else {
+            continue;
+        };
+        if !failing.contains(&service.state.as_str()) {
+            continue;
+        }
+        output::warn(&format!(
+            "{} is {} ({} restarts): {error}",
+            service.name, service.state, service.restarts
+        ));
+        let tail = log_tail(&service.log, TAIL_LINES);
+        if tail.is_empty() {
+            continue;
+        }
+        let mut text = format!("last lines of {}:\n", service.log.display());
+        for line in tail {
+            text.push_str(&format!("  | {line}\n"));
+        }
+        output::info(text.trim_end());
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `45s`, `3m12s`, `2h05m`, `3d04h`.
+pub fn human_duration(seconds: u64) -> String {
+    let (days, hours, minutes, secs) = (
+        seconds / 86_400,
+        seconds / 3_600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    if days > 0 {
+        format!("{days}d{hours:02}h")
+    } else if hours > 0 {
+        format!("{hours}h{minutes:02}m")
+    } else if minutes > 0 {
+        format!("{minutes}m{secs:02}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_like_compose() {
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(45), "45s");
+        assert_eq!(human_duration(192), "3m12s");
+        assert_eq!(human_duration(7_500), "2h05m");
+        assert_eq!(human_duration(3 * 86_400 + 4 * 3_600), "3d04h");
+    }
 }

@@ -2,6 +2,7 @@
 //! carries progress, status lines and errors. No colour or bars when stderr is not a terminal
 //! or NO_COLOR is set.
 
+pub mod env_format;
 pub mod progress;
 
 use std::io::{IsTerminal, Write};
@@ -82,6 +83,16 @@ pub fn data(text: &str) {
         let _ = out.write_all(b"\n");
     }
     let _ = out.flush();
+}
+
+/// Data on stdout, reporting failure (a closed pipe), for loops that should stop then.
+pub fn try_data(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
 }
 
 /// Render an error: `error:` line, `caused by:` chain, `hint:`, then any detail lines.

@@ -127,6 +127,42 @@ impl StateDir {
     }
 }
 
+/// What a data directory says about the supervisor of its project.
+#[derive(Debug, Clone)]
+pub enum Presence {
+    /// Nobody holds the lock. `stale` is a run file a supervisor that died left behind (it
+    /// may still name children that outlived it).
+    NotRunning { stale: Option<RunFile> },
+    /// The lock is held but there is no run file naming a live supervisor yet: one is
+    /// starting (or a foreign process holds the lock).
+    Starting,
+    /// The lock is held and the run file names a live supervisor.
+    Running(RunFile),
+}
+
+/// Look at the lock and the run file. The run file alone proves nothing (a killed supervisor
+/// cannot delete it); the lock alone names nobody we could signal.
+pub fn presence(state: &StateDir) -> Result<Presence, StateError> {
+    if !StateLock::is_held(state) {
+        // A corrupt leftover is as stale as a readable one.
+        let stale = RunFile::read(&state.run_file()).ok().flatten();
+        return Ok(Presence::NotRunning { stale });
+    }
+    match RunFile::read(&state.run_file())? {
+        Some(run) if run.supervisor.is_alive() => Ok(Presence::Running(run)),
+        _ => Ok(Presence::Starting),
+    }
+}
+
+/// The run file of the running supervisor, when the lock is held and the supervisor it names
+/// is alive.
+pub fn running(state: &StateDir) -> Result<Option<RunFile>, StateError> {
+    Ok(match presence(state)? {
+        Presence::Running(run) => Some(run),
+        _ => None,
+    })
+}
+
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
 /// the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
