@@ -57,7 +57,7 @@ async fn rows_survive_a_restart_and_init_scripts_run_once() {
         .postgres_config("not-the-password")
         .connect(tokio_postgres::NoTls)
         .await;
-    let error = wrong.err().expect("a wrong password is refused").to_string();
+    let error = format!("{:?}", wrong.err().expect("a wrong password is refused"));
     assert!(error.contains("password authentication failed"), "{error}");
 
     let status = up.stop(Signal::SIGTERM, Duration::from_secs(60));
