@@ -530,7 +530,12 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        self.fs.list_buckets(req).await
+        // s3s-fs lists in directory order; S3 lists buckets sorted by name.
+        let mut response = self.fs.list_buckets(req).await?;
+        if let Some(buckets) = &mut response.output.buckets {
+            buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(response)
     }
 
     async fn get_bucket_location(

@@ -153,11 +153,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs_err::File::open(dir)?.sync_all()
 }
 
-/// Create `dir` and its missing parents below `stop`, fsyncing the parent of each new directory.
+/// Create `dir` and its missing parents, fsyncing the parent of each new directory; `stop`
+/// bounds the walk (it is never created by this function's callers' intent, only found).
 pub fn create_dirs_durably(dir: &Path, stop: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut current = dir;
-    while current != stop && !current.is_dir() {
+    while !current.is_dir() && current.starts_with(stop.parent().unwrap_or(stop)) {
         missing.push(current.to_owned());
         match current.parent() {
             Some(parent) => current = parent,
