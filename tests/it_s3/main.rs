@@ -40,7 +40,11 @@ impl Endpoint {
         // reqwest needs a process-wide rustls provider even for plain HTTP.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("create a temp dir");
-        let mut endpoint = Endpoint { dir, addr: "127.0.0.1:0".parse().unwrap(), server: None };
+        let mut endpoint = Endpoint {
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            server: None,
+        };
         endpoint.restart().await;
         endpoint
     }
@@ -55,7 +59,9 @@ impl Endpoint {
 
     async fn restart(&mut self) {
         self.stop().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         self.addr = listener.local_addr().unwrap();
         let config = S3Config {
             root: self.root(),
@@ -67,7 +73,11 @@ impl Endpoint {
         self.server = Some(if stock() {
             Running::Stock(start_stock(&config, listener))
         } else {
-            Running::Ours(S3Server::start(config, listener).await.expect("start the S3 server"))
+            Running::Ours(
+                S3Server::start(config, listener)
+                    .await
+                    .expect("start the S3 server"),
+            )
         });
     }
 
@@ -91,7 +101,8 @@ impl Endpoint {
     }
 
     fn client_with(&self, secret: &str, path_style: bool, endpoint: &str) -> Client {
-        let credentials = aws_credential_types::Credentials::new(ACCESS_KEY, secret, None, None, "test");
+        let credentials =
+            aws_credential_types::Credentials::new(ACCESS_KEY, secret, None, None, "test");
         let config = aws_sdk_s3::Config::builder()
             .behavior_version_latest()
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -104,21 +115,32 @@ impl Endpoint {
 }
 
 /// Upstream s3s-fs behind the same auth, host and accept loop shape as ours.
-fn start_stock(config: &S3Config, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+fn start_stock(
+    config: &S3Config,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     std::fs::create_dir_all(&config.root).unwrap();
     for bucket in &config.buckets {
         std::fs::create_dir_all(config.root.join(bucket)).unwrap();
     }
     let fs = s3s_fs::FileSystem::new(&config.root).expect("open s3s-fs root");
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(config.access_key.clone(), config.secret_key.clone()));
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(
+        config.access_key.clone(),
+        config.secret_key.clone(),
+    ));
     let service = builder.build();
     tokio::spawn(async move {
-        let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let http =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         loop {
-            let Ok((socket, _)) = listener.accept().await else { continue };
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = socket.set_nodelay(true);
-            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+            let connection = http
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                .into_owned();
             tokio::spawn(connection);
         }
     })
@@ -155,7 +177,9 @@ async fn get(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
 }
 
 /// The S3 error code and HTTP status of a failed SDK call.
-fn code<T, E>(result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>) -> (String, u16)
+fn code<T, E>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16)
 where
     E: ProvideErrorMetadata + std::fmt::Debug,
 {
@@ -163,7 +187,11 @@ where
         Ok(_) => panic!("expected the call to fail, it succeeded"),
         Err(e) => {
             let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-            let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("").to_owned();
+            let code = e
+                .as_service_error()
+                .and_then(|s| s.code())
+                .unwrap_or("")
+                .to_owned();
             (code, status)
         }
     }
@@ -202,8 +230,14 @@ async fn bucket_crud() {
     assert_eq!(names, vec!["alpha".to_owned(), "preset".to_owned()]);
     c.head_bucket().bucket("alpha").send().await.unwrap();
     c.delete_bucket().bucket("alpha").send().await.unwrap();
-    assert_eq!(code(c.delete_bucket().bucket("alpha").send().await), ("NoSuchBucket".into(), 404));
-    assert_eq!(code(c.get_object().bucket("alpha").key("k").send().await), ("NoSuchBucket".into(), 404));
+    assert_eq!(
+        code(c.delete_bucket().bucket("alpha").send().await),
+        ("NoSuchBucket".into(), 404)
+    );
+    assert_eq!(
+        code(c.get_object().bucket("alpha").key("k").send().await),
+        ("NoSuchBucket".into(), 404)
+    );
 }
 
 #[tokio::test]
@@ -233,21 +267,55 @@ async fn put_get_head_keep_etag_content_type_and_stored_headers() {
         .await
         .unwrap();
     assert_eq!(out.e_tag(), Some(quoted(&md5_hex(body)).as_str()));
-    let head = c.head_object().bucket("preset").key("doc.json").send().await.unwrap();
-    let got = c.get_object().bucket("preset").key("doc.json").send().await.unwrap();
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("doc.json")
+        .send()
+        .await
+        .unwrap();
+    let got = c
+        .get_object()
+        .bucket("preset")
+        .key("doc.json")
+        .send()
+        .await
+        .unwrap();
     for (etag, ctype, enc, cache, disp, meta, len) in [
-        (head.e_tag(), head.content_type(), head.content_encoding(), head.cache_control(), head.content_disposition(), head.metadata(), head.content_length()),
-        (got.e_tag(), got.content_type(), got.content_encoding(), got.cache_control(), got.content_disposition(), got.metadata(), got.content_length()),
+        (
+            head.e_tag(),
+            head.content_type(),
+            head.content_encoding(),
+            head.cache_control(),
+            head.content_disposition(),
+            head.metadata(),
+            head.content_length(),
+        ),
+        (
+            got.e_tag(),
+            got.content_type(),
+            got.content_encoding(),
+            got.cache_control(),
+            got.content_disposition(),
+            got.metadata(),
+            got.content_length(),
+        ),
     ] {
         assert_eq!(etag, Some(quoted(&md5_hex(body)).as_str()));
         assert_eq!(ctype, Some("application/json"));
         assert_eq!(enc, Some("identity"));
         assert_eq!(cache, Some("max-age=60"));
         assert_eq!(disp, Some("attachment; filename=doc.json"));
-        assert_eq!(meta.and_then(|m| m.get("owner")).map(String::as_str), Some("historian"));
+        assert_eq!(
+            meta.and_then(|m| m.get("owner")).map(String::as_str),
+            Some("historian")
+        );
         assert_eq!(len, Some(body.len() as i64));
     }
-    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), body);
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        body
+    );
 }
 
 #[tokio::test]
@@ -257,10 +325,22 @@ async fn etag_is_stored_at_write_time_not_recomputed() {
     put(&c, "preset", "stable", b"original bytes").await;
     // Change the data file behind the server's back (same length): a server that re-reads
     // the object to compute the ETag would now report a different one.
-    let data = files_under(&s3.root()).into_iter().find(|p| std::fs::read(p).is_ok_and(|b| b == b"original bytes")).unwrap();
+    let data = files_under(&s3.root())
+        .into_iter()
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == b"original bytes"))
+        .unwrap();
     std::fs::write(&data, b"ORIGINAL BYTES").unwrap();
-    let head = c.head_object().bucket("preset").key("stable").send().await.unwrap();
-    assert_eq!(head.e_tag(), Some(quoted(&md5_hex(b"original bytes")).as_str()));
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("stable")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.e_tag(),
+        Some(quoted(&md5_hex(b"original bytes")).as_str())
+    );
 }
 
 #[tokio::test]
@@ -268,24 +348,82 @@ async fn range_get() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     put(&c, "preset", "r", b"0123456789").await;
-    let out = c.get_object().bucket("preset").key("r").range("bytes=2-5").send().await.unwrap();
+    let out = c
+        .get_object()
+        .bucket("preset")
+        .key("r")
+        .range("bytes=2-5")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.content_range(), Some("bytes 2-5/10"));
-    assert_eq!(out.body.collect().await.unwrap().into_bytes().as_ref(), b"2345");
-    let out = c.get_object().bucket("preset").key("r").range("bytes=-3").send().await.unwrap();
-    assert_eq!(out.body.collect().await.unwrap().into_bytes().as_ref(), b"789");
-    assert_eq!(code(c.get_object().bucket("preset").key("r").range("bytes=20-").send().await).1, 416);
+    assert_eq!(
+        out.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"2345"
+    );
+    let out = c
+        .get_object()
+        .bucket("preset")
+        .key("r")
+        .range("bytes=-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"789"
+    );
+    assert_eq!(
+        code(
+            c.get_object()
+                .bucket("preset")
+                .key("r")
+                .range("bytes=20-")
+                .send()
+                .await
+        )
+        .1,
+        416
+    );
 }
 
 #[tokio::test]
 async fn copy_object_keeps_or_replaces_metadata() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    c.put_object().bucket("preset").key("src").body(ByteStream::from_static(b"copy me")).content_type("text/plain").metadata("a", "1").send().await.unwrap();
-    let out = c.copy_object().bucket("preset").key("dst").copy_source("preset/src").send().await.unwrap();
-    assert_eq!(out.copy_object_result().and_then(|r| r.e_tag()), Some(quoted(&md5_hex(b"copy me")).as_str()));
-    let head = c.head_object().bucket("preset").key("dst").send().await.unwrap();
+    c.put_object()
+        .bucket("preset")
+        .key("src")
+        .body(ByteStream::from_static(b"copy me"))
+        .content_type("text/plain")
+        .metadata("a", "1")
+        .send()
+        .await
+        .unwrap();
+    let out = c
+        .copy_object()
+        .bucket("preset")
+        .key("dst")
+        .copy_source("preset/src")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.copy_object_result().and_then(|r| r.e_tag()),
+        Some(quoted(&md5_hex(b"copy me")).as_str())
+    );
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("dst")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_type(), Some("text/plain"));
-    assert_eq!(head.metadata().and_then(|m| m.get("a")).map(String::as_str), Some("1"));
+    assert_eq!(
+        head.metadata().and_then(|m| m.get("a")).map(String::as_str),
+        Some("1")
+    );
     c.copy_object()
         .bucket("preset")
         .key("dst2")
@@ -295,11 +433,24 @@ async fn copy_object_keeps_or_replaces_metadata() {
         .send()
         .await
         .unwrap();
-    let head = c.head_object().bucket("preset").key("dst2").send().await.unwrap();
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("dst2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_type(), Some("text/csv"));
     assert_eq!(get(&c, "preset", "dst2").await, b"copy me");
     // Copy onto itself keeps the bytes.
-    c.copy_object().bucket("preset").key("src").copy_source("preset/src").metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace).send().await.unwrap();
+    c.copy_object()
+        .bucket("preset")
+        .key("src")
+        .copy_source("preset/src")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get(&c, "preset", "src").await, b"copy me");
 }
 
@@ -307,24 +458,67 @@ async fn copy_object_keeps_or_replaces_metadata() {
 async fn multipart_upload_has_s3_style_etag() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    let parts: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; if i < 2 { 5 * 1024 * 1024 } else { 1024 * 1024 + 7 }]).collect();
-    let upload = c.create_multipart_upload().bucket("preset").key("big/file.bin").content_type("application/x-test").send().await.unwrap();
+    let parts: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| {
+            vec![
+                b'a' + i;
+                if i < 2 {
+                    5 * 1024 * 1024
+                } else {
+                    1024 * 1024 + 7
+                }
+            ]
+        })
+        .collect();
+    let upload = c
+        .create_multipart_upload()
+        .bucket("preset")
+        .key("big/file.bin")
+        .content_type("application/x-test")
+        .send()
+        .await
+        .unwrap();
     let id = upload.upload_id().unwrap();
     let mut done = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let n = i as i32 + 1;
-        let out = c.upload_part().bucket("preset").key("big/file.bin").upload_id(id).part_number(n).body(ByteStream::from(part.clone())).send().await.unwrap();
+        let out = c
+            .upload_part()
+            .bucket("preset")
+            .key("big/file.bin")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(part.clone()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(out.e_tag(), Some(quoted(&md5_hex(part)).as_str()));
-        done.push(CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
     }
-    let listed = c.list_parts().bucket("preset").key("big/file.bin").upload_id(id).send().await.unwrap();
+    let listed = c
+        .list_parts()
+        .bucket("preset")
+        .key("big/file.bin")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(listed.parts().len(), 3);
     let out = c
         .complete_multipart_upload()
         .bucket("preset")
         .key("big/file.bin")
         .upload_id(id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -334,10 +528,19 @@ async fn multipart_upload_has_s3_style_etag() {
     }
     let expected = quoted(&format!("{}-3", md5_hex(&concatenated)));
     assert_eq!(out.e_tag(), Some(expected.as_str()));
-    let head = c.head_object().bucket("preset").key("big/file.bin").send().await.unwrap();
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("big/file.bin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.e_tag(), Some(expected.as_str()));
     assert_eq!(head.content_type(), Some("application/x-test"));
-    assert_eq!(head.content_length(), Some(parts.iter().map(Vec::len).sum::<usize>() as i64));
+    assert_eq!(
+        head.content_length(),
+        Some(parts.iter().map(Vec::len).sum::<usize>() as i64)
+    );
     let body = get(&c, "preset", "big/file.bin").await;
     assert_eq!(body, parts.concat());
 }
@@ -346,17 +549,62 @@ async fn multipart_upload_has_s3_style_etag() {
 async fn multipart_rejects_small_parts_and_unknown_uploads() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    let upload = c.create_multipart_upload().bucket("preset").key("m").send().await.unwrap();
+    let upload = c
+        .create_multipart_upload()
+        .bucket("preset")
+        .key("m")
+        .send()
+        .await
+        .unwrap();
     let id = upload.upload_id().unwrap();
     let mut done = Vec::new();
     for n in 1..=2 {
-        let out = c.upload_part().bucket("preset").key("m").upload_id(id).part_number(n).body(ByteStream::from_static(b"tiny")).send().await.unwrap();
-        done.push(CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
+        let out = c
+            .upload_part()
+            .bucket("preset")
+            .key("m")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from_static(b"tiny"))
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
     }
-    let result = c.complete_multipart_upload().bucket("preset").key("m").upload_id(id).multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build()).send().await;
+    let result = c
+        .complete_multipart_upload()
+        .bucket("preset")
+        .key("m")
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await;
     assert_eq!(code(result), ("EntityTooSmall".into(), 400));
-    c.abort_multipart_upload().bucket("preset").key("m").upload_id(id).send().await.unwrap();
-    let result = c.upload_part().bucket("preset").key("m").upload_id(id).part_number(1).body(ByteStream::from_static(b"x")).send().await;
+    c.abort_multipart_upload()
+        .bucket("preset")
+        .key("m")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    let result = c
+        .upload_part()
+        .bucket("preset")
+        .key("m")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
     assert_eq!(code(result), ("NoSuchUpload".into(), 404));
 }
 
@@ -374,7 +622,9 @@ async fn put_many(c: &Client, keys: &[String]) {
 
 /// 2,500 keys: 2,490 under 10 "directories" plus 10 at the top level.
 fn many_keys() -> Vec<String> {
-    let mut keys: Vec<String> = (0..2490).map(|i| format!("dir{}/file{i:05}", i % 10)).collect();
+    let mut keys: Vec<String> = (0..2490)
+        .map(|i| format!("dir{}/file{i:05}", i % 10))
+        .collect();
     keys.extend((0..10).map(|i| format!("top{i:02}")));
     keys.sort();
     keys
@@ -393,12 +643,23 @@ async fn list_pagination_over_2500_keys() {
         let mut token: Option<String> = None;
         let mut pages = 0;
         loop {
-            let out = c.list_objects_v2().bucket("preset").set_max_keys(max).set_continuation_token(token.clone()).send().await.unwrap();
+            let out = c
+                .list_objects_v2()
+                .bucket("preset")
+                .set_max_keys(max)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .unwrap();
             pages += 1;
             seen.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
             assert_eq!(out.key_count(), Some(out.contents().len() as i32));
             if out.is_truncated() == Some(true) {
-                token = Some(out.next_continuation_token().expect("NextContinuationToken when truncated").to_owned());
+                token = Some(
+                    out.next_continuation_token()
+                        .expect("NextContinuationToken when truncated")
+                        .to_owned(),
+                );
             } else {
                 assert!(out.next_continuation_token().is_none());
                 break;
@@ -409,7 +670,14 @@ async fn list_pagination_over_2500_keys() {
     }
 
     // v2 start-after.
-    let out = c.list_objects_v2().bucket("preset").start_after("dir9/file02489").max_keys(3).send().await.unwrap();
+    let out = c
+        .list_objects_v2()
+        .bucket("preset")
+        .start_after("dir9/file02489")
+        .max_keys(3)
+        .send()
+        .await
+        .unwrap();
     let got: Vec<&str> = out.contents().iter().map(|o| o.key().unwrap()).collect();
     assert_eq!(got, vec!["top00", "top01", "top02"]);
 
@@ -417,8 +685,20 @@ async fn list_pagination_over_2500_keys() {
     let mut entries = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let out = c.list_objects_v2().bucket("preset").delimiter("/").max_keys(4).set_continuation_token(token.clone()).send().await.unwrap();
-        entries.extend(out.common_prefixes().iter().map(|p| p.prefix().unwrap().to_owned()));
+        let out = c
+            .list_objects_v2()
+            .bucket("preset")
+            .delimiter("/")
+            .max_keys(4)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        entries.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
         entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
         match out.next_continuation_token() {
             Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
@@ -430,7 +710,14 @@ async fn list_pagination_over_2500_keys() {
     assert_eq!(entries, expected);
 
     // v2 with prefix and delimiter.
-    let out = c.list_objects_v2().bucket("preset").prefix("dir3/").delimiter("/").send().await.unwrap();
+    let out = c
+        .list_objects_v2()
+        .bucket("preset")
+        .prefix("dir3/")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.contents().len(), 249);
     assert!(out.common_prefixes().is_empty());
 
@@ -438,10 +725,20 @@ async fn list_pagination_over_2500_keys() {
     let mut seen = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let out = c.list_objects().bucket("preset").set_marker(marker.clone()).send().await.unwrap();
+        let out = c
+            .list_objects()
+            .bucket("preset")
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
         seen.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
         if out.is_truncated() == Some(true) {
-            marker = Some(out.next_marker().map(str::to_owned).unwrap_or_else(|| seen.last().unwrap().clone()));
+            marker = Some(
+                out.next_marker()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| seen.last().unwrap().clone()),
+            );
         } else {
             break;
         }
@@ -452,11 +749,27 @@ async fn list_pagination_over_2500_keys() {
     let mut entries = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let out = c.list_objects().bucket("preset").delimiter("/").max_keys(3).set_marker(marker.clone()).send().await.unwrap();
-        entries.extend(out.common_prefixes().iter().map(|p| p.prefix().unwrap().to_owned()));
+        let out = c
+            .list_objects()
+            .bucket("preset")
+            .delimiter("/")
+            .max_keys(3)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        entries.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
         entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
         if out.is_truncated() == Some(true) {
-            marker = Some(out.next_marker().expect("NextMarker with a delimiter when truncated").to_owned());
+            marker = Some(
+                out.next_marker()
+                    .expect("NextMarker with a delimiter when truncated")
+                    .to_owned(),
+            );
         } else {
             break;
         }
@@ -471,36 +784,127 @@ async fn delete_multiple_objects() {
     for k in ["a", "b/c", "d"] {
         put(&c, "preset", k, b"x").await;
     }
-    let ids: Vec<ObjectIdentifier> = ["a", "b/c", "missing"].iter().map(|k| ObjectIdentifier::builder().key(*k).build().unwrap()).collect();
-    let out = c.delete_objects().bucket("preset").delete(Delete::builder().set_objects(Some(ids)).build().unwrap()).send().await.unwrap();
+    let ids: Vec<ObjectIdentifier> = ["a", "b/c", "missing"]
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(*k).build().unwrap())
+        .collect();
+    let out = c
+        .delete_objects()
+        .bucket("preset")
+        .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.deleted().len(), 3);
     assert!(out.errors().is_empty());
-    let left: Vec<String> = c.list_objects_v2().bucket("preset").send().await.unwrap().contents().iter().map(|o| o.key().unwrap().to_owned()).collect();
+    let left: Vec<String> = c
+        .list_objects_v2()
+        .bucket("preset")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_owned())
+        .collect();
     assert_eq!(left, vec!["d".to_owned()]);
+}
+
+/// The S3 error code and status of a call, or `("ok", 200)`.
+fn outcome<T, E>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16)
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+{
+    match result {
+        Ok(_) => ("ok".into(), 200),
+        Err(_) => code(result),
+    }
 }
 
 #[tokio::test]
 async fn error_codes() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    assert_eq!(code(c.get_object().bucket("preset").key("nope").send().await), ("NoSuchKey".into(), 404));
-    assert_eq!(code(c.head_object().bucket("preset").key("nope").send().await).1, 404);
-    // DeleteObject on a missing key answers 204.
-    let raw = c.delete_object().bucket("preset").key("nope").customize().mutate_request(|_| ()).send().await;
-    assert!(raw.is_ok());
     put(&c, "preset", "k", b"x").await;
-    assert_eq!(code(c.delete_bucket().bucket("preset").send().await), ("BucketNotEmpty".into(), 409));
-    assert_eq!(get(&c, "preset", "k").await, b"x", "a refused DeleteBucket must not delete objects");
     let long = "k".repeat(1025);
-    assert_eq!(code(c.put_object().bucket("preset").key(&long).body(ByteStream::from_static(b"x")).send().await), ("KeyTooLongError".into(), 400));
-    assert_eq!(code(c.get_object().bucket("nobucket").key("k").send().await), ("NoSuchBucket".into(), 404));
+    let checks = [
+        (
+            "GET missing key",
+            outcome(c.get_object().bucket("preset").key("nope").send().await),
+            ("NoSuchKey", 404),
+        ),
+        (
+            "HEAD missing key",
+            (
+                String::new(),
+                outcome(c.head_object().bucket("preset").key("nope").send().await).1,
+            ),
+            ("", 404),
+        ),
+        (
+            "GET in missing bucket",
+            outcome(c.get_object().bucket("nobucket").key("k").send().await),
+            ("NoSuchBucket", 404),
+        ),
+        (
+            "DeleteBucket non-empty",
+            outcome(c.delete_bucket().bucket("preset").send().await),
+            ("BucketNotEmpty", 409),
+        ),
+        (
+            "PUT key > 1024 bytes",
+            outcome(
+                c.put_object()
+                    .bucket("preset")
+                    .key(&long)
+                    .body(ByteStream::from_static(b"x"))
+                    .send()
+                    .await,
+            ),
+            ("KeyTooLongError", 400),
+        ),
+        (
+            "GET key > 1024 bytes",
+            outcome(c.get_object().bucket("preset").key(&long).send().await),
+            ("KeyTooLongError", 400),
+        ),
+    ];
+    let failures: Vec<String> = checks
+        .iter()
+        .filter(|(_, got, want)| (got.0.as_str(), got.1) != (want.0, want.1))
+        .map(|(what, got, want)| format!("{what}: got {got:?}, want {want:?}"))
+        .collect();
+    let survived = c
+        .get_object()
+        .bucket("preset")
+        .key("k")
+        .send()
+        .await
+        .is_ok();
+    assert!(
+        failures.is_empty() && survived,
+        "{failures:#?}; object survived DeleteBucket: {survived}"
+    );
 }
 
 #[tokio::test]
 async fn delete_missing_key_is_204() {
     let s3 = Endpoint::start().await;
-    let url = s3.client().delete_object().bucket("preset").key("missing").presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap()).await.unwrap();
-    let response = reqwest::Client::new().delete(url.uri()).send().await.unwrap();
+    let url = s3
+        .client()
+        .delete_object()
+        .bucket("preset")
+        .key("missing")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .delete(url.uri())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 204);
 }
 
@@ -509,19 +913,46 @@ async fn bad_digest_leaves_previous_object_untouched() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     put(&c, "preset", "keep", b"version one").await;
-    let wrong_md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"something else"));
-    let result = c.put_object().bucket("preset").key("keep").content_md5(wrong_md5).body(ByteStream::from_static(b"version two")).send().await;
+    let wrong_md5 =
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"something else"));
+    let result = c
+        .put_object()
+        .bucket("preset")
+        .key("keep")
+        .content_md5(wrong_md5)
+        .body(ByteStream::from_static(b"version two"))
+        .send()
+        .await;
     assert_eq!(code(result), ("BadDigest".into(), 400));
     assert_eq!(get(&c, "preset", "keep").await, b"version one");
     let wrong_sha = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
-    let result = c.put_object().bucket("preset").key("keep").checksum_sha256(wrong_sha).body(ByteStream::from_static(b"version three")).send().await;
+    let result = c
+        .put_object()
+        .bucket("preset")
+        .key("keep")
+        .checksum_sha256(wrong_sha)
+        .body(ByteStream::from_static(b"version three"))
+        .send()
+        .await;
     let (code_text, status) = code(result);
     assert_eq!(status, 400, "{code_text}");
     assert_eq!(get(&c, "preset", "keep").await, b"version one");
-    let head = c.head_object().bucket("preset").key("keep").send().await.unwrap();
-    assert_eq!(head.e_tag(), Some(quoted(&md5_hex(b"version one")).as_str()));
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("keep")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.e_tag(),
+        Some(quoted(&md5_hex(b"version one")).as_str())
+    );
     if !stock() {
-        assert!(files_under(&s3.root().join(".opsbox-s3/tmp")).is_empty(), "temp files left behind");
+        assert!(
+            files_under(&s3.root().join(".opsbox-s3/tmp")).is_empty(),
+            "temp files left behind"
+        );
     }
 }
 
@@ -530,42 +961,100 @@ async fn hostile_keys_stay_inside_the_bucket() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     let keys = [
-        "../x", "a/../../b", "..", ".", "a//b", "./y", "%2e%2e/z", "..%2f..%2fw", ".bucket-x.object-y.metadata.json", ".opsbox-s3", "/lead", "trail/", "a/./b", "sp ace/+plus", "ü/€",
+        "../x",
+        "a/../../b",
+        "..",
+        ".",
+        "a//b",
+        "./y",
+        "%2e%2e/z",
+        "..%2f..%2fw",
+        ".bucket-x.object-y.metadata.json",
+        ".opsbox-s3",
+        "/lead",
+        "trail/",
+        "a/./b",
+        "sp ace/+plus",
+        "ü/€",
     ];
     let mut failures = Vec::new();
     for key in keys {
         let body = format!("body of {key}");
-        let result = c.put_object().bucket("preset").key(key).body(ByteStream::from(body.clone().into_bytes())).send().await;
+        let result = c
+            .put_object()
+            .bucket("preset")
+            .key(key)
+            .body(ByteStream::from(body.clone().into_bytes()))
+            .send()
+            .await;
         match result {
             Ok(_) => match c.get_object().bucket("preset").key(key).send().await {
                 Ok(out) => {
                     let got = out.body.collect().await.unwrap().into_bytes();
                     if got.as_ref() != body.as_bytes() {
-                        failures.push(format!("{key:?}: read back {:?}", String::from_utf8_lossy(&got)));
+                        failures.push(format!(
+                            "{key:?}: read back {:?}",
+                            String::from_utf8_lossy(&got)
+                        ));
                     }
                 }
-                Err(e) => failures.push(format!("{key:?}: stored but GET failed: {:?}", e.into_service_error())),
+                Err(e) => failures.push(format!(
+                    "{key:?}: stored but GET failed: {:?}",
+                    e.into_service_error()
+                )),
             },
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
                 if !(400..500).contains(&status) {
-                    failures.push(format!("{key:?}: PUT answered {status} {:?}", e.into_service_error()));
+                    failures.push(format!(
+                        "{key:?}: PUT answered {status} {:?}",
+                        e.into_service_error()
+                    ));
                 }
             }
         }
     }
-    let outside: Vec<_> = std::fs::read_dir(s3.dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "root" && n != "s3.log").collect();
+    let outside: Vec<_> = std::fs::read_dir(s3.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "root" && n != "s3.log")
+        .collect();
     assert!(outside.is_empty(), "files outside the root: {outside:?}");
-    let root_entries: Vec<_> = std::fs::read_dir(s3.root()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let root_entries: Vec<_> = std::fs::read_dir(s3.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     if !stock() {
         let mut sorted = root_entries.clone();
         sorted.sort();
-        assert_eq!(sorted, vec![".opsbox-s3".to_owned(), "preset".to_owned()], "only the bucket and internal dir in root");
+        assert_eq!(
+            sorted,
+            vec![".opsbox-s3".to_owned(), "preset".to_owned()],
+            "only the bucket and internal dir in root"
+        );
     }
-    let listed: Vec<String> = c.list_objects_v2().bucket("preset").send().await.unwrap().contents().iter().map(|o| o.key().unwrap().to_owned()).collect();
+    let listed: Vec<String> = c
+        .list_objects_v2()
+        .bucket("preset")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_owned())
+        .collect();
     for key in keys {
-        if c.head_object().bucket("preset").key(key).send().await.is_ok() && !listed.iter().any(|k| k == key) {
-            failures.push(format!("{key:?}: readable but not listed under its key (listed: {listed:?})"));
+        if c.head_object()
+            .bucket("preset")
+            .key(key)
+            .send()
+            .await
+            .is_ok()
+            && !listed.iter().any(|k| k == key)
+        {
+            failures.push(format!(
+                "{key:?}: readable but not listed under its key (listed: {listed:?})"
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -578,7 +1067,13 @@ async fn key_and_directory_collisions() {
     let mut failures = Vec::new();
     for (first, second) in [("a", "a/b"), ("e/", "e"), ("f/g", "f")] {
         for key in [first, second] {
-            let result = c.put_object().bucket("preset").key(key).body(ByteStream::from(key.as_bytes().to_vec())).send().await;
+            let result = c
+                .put_object()
+                .bucket("preset")
+                .key(key)
+                .body(ByteStream::from(key.as_bytes().to_vec()))
+                .send()
+                .await;
             if let Err(e) = result {
                 let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
                 failures.push(format!("PUT {key:?} after {first:?}: {status}"));
@@ -611,11 +1106,27 @@ async fn data_survives_restart_and_temp_files_are_cleaned() {
         std::fs::write(s3.root().join(".tmp.7.internal.part"), b"partial").unwrap();
     }
     s3.restart().await;
-    assert_eq!(get(&s3.client(), "preset", "durable/key").await, b"still here");
+    assert_eq!(
+        get(&s3.client(), "preset", "durable/key").await,
+        b"still here"
+    );
     if !stock() {
-        assert!(files_under(&temp_dir).is_empty(), "temp files survived a restart");
+        assert!(
+            files_under(&temp_dir).is_empty(),
+            "temp files survived a restart"
+        );
     }
-    let keys: Vec<String> = s3.client().list_objects_v2().bucket("preset").send().await.unwrap().contents().iter().map(|o| o.key().unwrap().to_owned()).collect();
+    let keys: Vec<String> = s3
+        .client()
+        .list_objects_v2()
+        .bucket("preset")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_owned())
+        .collect();
     assert_eq!(keys, vec!["durable/key".to_owned()]);
 }
 
@@ -624,7 +1135,13 @@ async fn presigned_get_works_and_expires() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     put(&c, "preset", "shared.txt", b"presigned body").await;
-    let url = c.get_object().bucket("preset").key("shared.txt").presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap()).await.unwrap();
+    let url = c
+        .get_object()
+        .bucket("preset")
+        .key("shared.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap())
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let response = http.get(url.uri()).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
@@ -639,11 +1156,29 @@ async fn presigned_get_works_and_expires() {
 async fn unsigned_and_wrongly_signed_requests_are_refused() {
     let s3 = Endpoint::start().await;
     put(&s3.client(), "preset", "secret", b"x").await;
-    let response = reqwest::get(format!("{}/preset/secret", s3.url())).await.unwrap();
+    let response = reqwest::get(format!("{}/preset/secret", s3.url()))
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 403);
-    assert!(response.text().await.unwrap().contains("<Code>AccessDenied</Code>"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<Code>AccessDenied</Code>")
+    );
     let wrong = s3.client_with("not-the-secret", true, &s3.url());
-    assert_eq!(code(wrong.get_object().bucket("preset").key("secret").send().await), ("SignatureDoesNotMatch".into(), 403));
+    assert_eq!(
+        code(
+            wrong
+                .get_object()
+                .bucket("preset")
+                .key("secret")
+                .send()
+                .await
+        ),
+        ("SignatureDoesNotMatch".into(), 403)
+    );
 }
 
 #[tokio::test]
@@ -653,10 +1188,30 @@ async fn virtual_hosted_style_requests() {
         return; // stock s3s-fs is run without a host configuration here
     }
     put(&s3.client(), "preset", "vh/key.txt", b"virtual").await;
-    let vhost = s3.client_with(SECRET_KEY, false, &format!("http://localhost:{}", s3.addr.port()));
-    let url = vhost.get_object().bucket("preset").key("vh/key.txt").presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap()).await.unwrap();
-    assert!(url.uri().starts_with(&format!("http://preset.localhost:{}/vh/key.txt", s3.addr.port())), "{}", url.uri());
-    let http = reqwest::Client::builder().resolve("preset.localhost", s3.addr).build().unwrap();
+    let vhost = s3.client_with(
+        SECRET_KEY,
+        false,
+        &format!("http://localhost:{}", s3.addr.port()),
+    );
+    let url = vhost
+        .get_object()
+        .bucket("preset")
+        .key("vh/key.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        url.uri().starts_with(&format!(
+            "http://preset.localhost:{}/vh/key.txt",
+            s3.addr.port()
+        )),
+        "{}",
+        url.uri()
+    );
+    let http = reqwest::Client::builder()
+        .resolve("preset.localhost", s3.addr)
+        .build()
+        .unwrap();
     let response = http.get(url.uri()).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.bytes().await.unwrap().as_ref(), b"virtual");
@@ -670,10 +1225,32 @@ async fn minio_health_routes_need_no_auth_and_requests_are_logged() {
     }
     let http = reqwest::Client::new();
     for path in ["/minio/health/live", "/minio/health/ready"] {
-        assert_eq!(http.get(format!("{}{path}", s3.url())).send().await.unwrap().status().as_u16(), 200);
-        assert_eq!(http.head(format!("{}{path}", s3.url())).send().await.unwrap().status().as_u16(), 200);
+        assert_eq!(
+            http.get(format!("{}{path}", s3.url()))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+        assert_eq!(
+            http.head(format!("{}{path}", s3.url()))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
     }
-    let _ = http.get(format!("{}/preset/x", s3.url())).send().await.unwrap().bytes().await;
+    let _ = http
+        .get(format!("{}/preset/x", s3.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await;
     put(&s3.client(), "preset", "logged", b"12345").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = std::fs::read_to_string(s3.log()).unwrap();
@@ -692,7 +1269,13 @@ async fn shutdown_drains_in_flight_requests() {
     let c = s3.client();
     let body = vec![7u8; 32 * 1024 * 1024];
     put(&c, "preset", "large", &body).await;
-    let out = c.get_object().bucket("preset").key("large").send().await.unwrap();
+    let out = c
+        .get_object()
+        .bucket("preset")
+        .key("large")
+        .send()
+        .await
+        .unwrap();
     let mut s3 = s3;
     let server = s3.server.take();
     let stopper = tokio::spawn(async move {
@@ -702,8 +1285,16 @@ async fn shutdown_drains_in_flight_requests() {
     });
     let got = out.body.collect().await.unwrap().into_bytes();
     assert_eq!(got.len(), body.len());
-    tokio::time::timeout(Duration::from_secs(10), stopper).await.expect("shutdown returned").unwrap();
-    assert!(reqwest::get(format!("{}/minio/health/live", s3.url())).await.is_err(), "still accepting after shutdown");
+    tokio::time::timeout(Duration::from_secs(10), stopper)
+        .await
+        .expect("shutdown returned")
+        .unwrap();
+    assert!(
+        reqwest::get(format!("{}/minio/health/live", s3.url()))
+            .await
+            .is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 fn run_tool(program: &str, args: &[&str], env: &[(&str, &str)], install_hint: &str) -> String {
@@ -776,7 +1367,12 @@ s3.delete_object(Bucket="preset", Key="py/obj")
 print("ok")
 "#;
     let out = tokio::task::spawn_blocking(move || {
-        run_tool("python3", &["-c", script, &endpoint, ACCESS_KEY, SECRET_KEY], &[], "install boto3 with `pip install boto3`")
+        run_tool(
+            "python3",
+            &["-c", script, &endpoint, ACCESS_KEY, SECRET_KEY],
+            &[],
+            "install boto3 with `pip install boto3`",
+        )
     })
     .await
     .unwrap();
