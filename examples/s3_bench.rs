@@ -19,8 +19,15 @@ const WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 enum Target {
-    S3 { client: Client, bucket: String },
-    Raw { http: reqwest::Client, get_base: String, put_base: String },
+    S3 {
+        client: Client,
+        bucket: String,
+    },
+    Raw {
+        http: reqwest::Client,
+        get_base: String,
+        put_base: String,
+    },
 }
 
 impl Target {
@@ -39,7 +46,12 @@ impl Target {
                     .unwrap_or_else(|e| panic!("PUT {key}: {:?}", e.into_service_error()));
             }
             Target::Raw { http, put_base, .. } => {
-                let r = http.put(format!("{put_base}/{key}")).body(body).send().await.expect("raw PUT");
+                let r = http
+                    .put(format!("{put_base}/{key}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("raw PUT");
                 assert!(r.status().is_success(), "raw PUT {key}: {}", r.status());
             }
         }
@@ -48,7 +60,13 @@ impl Target {
     async fn get(&self, key: &str) -> u64 {
         match self {
             Target::S3 { client, bucket } => {
-                let mut out = client.get_object().bucket(bucket).key(key).send().await.expect("GET");
+                let mut out = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .expect("GET");
                 let mut n = 0;
                 while let Some(chunk) = out.body.try_next().await.expect("GET body") {
                     n += chunk.len() as u64;
@@ -56,7 +74,11 @@ impl Target {
                 n
             }
             Target::Raw { http, get_base, .. } => {
-                let mut r = http.get(format!("{get_base}/{key}")).send().await.expect("raw GET");
+                let mut r = http
+                    .get(format!("{get_base}/{key}"))
+                    .send()
+                    .await
+                    .expect("raw GET");
                 assert!(r.status().is_success(), "raw GET {key}: {}", r.status());
                 let mut n = 0;
                 while let Some(chunk) = r.chunk().await.expect("raw GET body") {
@@ -81,7 +103,9 @@ async fn ops_per_second(target: &Target, clients: usize, put: bool) -> f64 {
             let mut i = 0u64;
             while start.elapsed() < WINDOW {
                 if put {
-                    target.put(&format!("small/{c}-{}", i % 100), body.clone()).await;
+                    target
+                        .put(&format!("small/{c}-{}", i % 100), body.clone())
+                        .await;
                 } else {
                     target.get(&format!("small/{}-{}", c % 8, i % 100)).await;
                 }
@@ -103,7 +127,9 @@ fn s3_client(endpoint: &str) -> Client {
         .behavior_version_latest()
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(key, secret, None, None, "bench"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            key, secret, None, None, "bench",
+        ))
         .force_path_style(true)
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
@@ -118,15 +144,35 @@ async fn main() {
     let (target, single) = match mode {
         "s3" => (
             // The second client has its own pool; used by one task it keeps one connection alive.
-            Target::S3 { client: s3_client(&args[1]), bucket: args[2].clone() },
-            Target::S3 { client: s3_client(&args[1]), bucket: args[2].clone() },
+            Target::S3 {
+                client: s3_client(&args[1]),
+                bucket: args[2].clone(),
+            },
+            Target::S3 {
+                client: s3_client(&args[1]),
+                bucket: args[2].clone(),
+            },
         ),
         "raw" => {
-            let http = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
-            let single = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(16)
+                .build()
+                .unwrap();
+            let single = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
             (
-                Target::Raw { http, get_base: args[1].clone(), put_base: args[2].clone() },
-                Target::Raw { http: single, get_base: args[1].clone(), put_base: args[2].clone() },
+                Target::Raw {
+                    http,
+                    get_base: args[1].clone(),
+                    put_base: args[2].clone(),
+                },
+                Target::Raw {
+                    http: single,
+                    get_base: args[1].clone(),
+                    put_base: args[2].clone(),
+                },
             )
         }
         _ => panic!("usage: s3_bench s3 <endpoint> <bucket> | s3_bench raw <get-base> <put-base>"),
@@ -136,16 +182,34 @@ async fn main() {
     if !skip_put {
         let t = Instant::now();
         target.put("big.bin", big.clone()).await;
-        println!("put_256MiB {:.0} MB/s", BIG as f64 / 1e6 / t.elapsed().as_secs_f64());
+        println!(
+            "put_256MiB {:.0} MB/s",
+            BIG as f64 / 1e6 / t.elapsed().as_secs_f64()
+        );
     }
     let t = Instant::now();
     let n = target.get("big.bin").await;
     assert_eq!(n as usize, BIG, "GET big.bin returned {n} bytes");
-    println!("get_256MiB {:.0} MB/s", BIG as f64 / 1e6 / t.elapsed().as_secs_f64());
+    println!(
+        "get_256MiB {:.0} MB/s",
+        BIG as f64 / 1e6 / t.elapsed().as_secs_f64()
+    );
     if !skip_put {
-        println!("put_4KiB_8_clients {:.0} ops/s", ops_per_second(&target, 8, true).await);
-        println!("put_4KiB_1_connection {:.0} ops/s", ops_per_second(&single, 1, true).await);
+        println!(
+            "put_4KiB_8_clients {:.0} ops/s",
+            ops_per_second(&target, 8, true).await
+        );
+        println!(
+            "put_4KiB_1_connection {:.0} ops/s",
+            ops_per_second(&single, 1, true).await
+        );
     }
-    println!("get_4KiB_8_clients {:.0} ops/s", ops_per_second(&target, 8, false).await);
-    println!("get_4KiB_1_connection {:.0} ops/s", ops_per_second(&single, 1, false).await);
+    println!(
+        "get_4KiB_8_clients {:.0} ops/s",
+        ops_per_second(&target, 8, false).await
+    );
+    println!(
+        "get_4KiB_1_connection {:.0} ops/s",
+        ops_per_second(&single, 1, false).await
+    );
 }

@@ -13,11 +13,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let usage = "usage: s3_serve <port> <root> [log]";
     let port: u16 = args.next().ok_or(usage)?.parse()?;
     let root = PathBuf::from(args.next().ok_or(usage)?);
-    let log = args.next().map(PathBuf::from).unwrap_or_else(|| root.with_extension("log"));
+    let log = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.with_extension("log"));
     let config = S3Config {
         root,
         access_key: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "opsbox".into()),
-        secret_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "opsbox-secret".into()),
+        secret_key: std::env::var("AWS_SECRET_ACCESS_KEY")
+            .unwrap_or_else(|_| "opsbox-secret".into()),
         buckets: vec!["bench".into()],
         log,
     };

@@ -1378,3 +1378,29 @@ print("ok")
     .unwrap();
     assert_eq!(out.trim(), "ok");
 }
+
+#[tokio::test]
+async fn prefix_listing_of_nested_keys() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    for key in ["x/y/z", "x/y2", "x//q", "xa", "x/"] {
+        put(&c, "preset", key, b"v").await;
+    }
+    for (prefix, expected) in [
+        ("x/", vec!["x/", "x//q", "x/y/z", "x/y2"]),
+        ("x/y", vec!["x/y/z", "x/y2"]),
+        ("x//", vec!["x//q"]),
+        ("x", vec!["x/", "x//q", "x/y/z", "x/y2", "xa"]),
+        ("nothere/", vec![]),
+    ] {
+        let out = c
+            .list_objects_v2()
+            .bucket("preset")
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        let keys: Vec<&str> = out.contents().iter().map(|o| o.key().unwrap()).collect();
+        assert_eq!(keys, expected, "prefix {prefix:?}");
+    }
+}

@@ -388,8 +388,11 @@ impl Backend {
         query: &listing::Query<'_>,
     ) -> S3Result<(Vec<Object>, Vec<CommonPrefix>, listing::Page)> {
         let bucket_dir = self.require_bucket(bucket)?;
+        let prefix = query.prefix.to_owned();
         let mut found = self
-            .blocking("list bucket", move || storage::walk_keys(&bucket_dir))
+            .blocking("list bucket", move || {
+                storage::walk_keys(&bucket_dir, &prefix)
+            })
             .await?;
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
@@ -464,7 +467,10 @@ impl Backend {
 /// Rename into place (without the directory fsync; the caller does it) and return the
 /// directory. A concurrent delete may remove a just-created empty parent, so retry.
 fn place_retrying(temp: TempPath, dest: &Path, stop: &Path) -> io::Result<PathBuf> {
-    let parent = dest.parent().expect("object paths have a parent").to_owned();
+    let parent = dest
+        .parent()
+        .expect("object paths have a parent")
+        .to_owned();
     let mut attempts = 0;
     loop {
         storage::create_dirs_durably(&parent, stop)?;

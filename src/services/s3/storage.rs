@@ -245,10 +245,21 @@ pub fn tree_has_files(dir: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-/// Every (key, data file path) in a bucket tree, in no particular order.
-pub fn walk_keys(bucket_dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+/// Every (key, data file path) in a bucket tree that can start with `prefix`, in no particular
+/// order. Only the directory of the prefix's complete segments is walked.
+pub fn walk_keys(bucket_dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
-    let mut stack = vec![bucket_dir.to_owned()];
+    let start = match prefix.rfind('/') {
+        Some(at) => {
+            let probe = keys::key_to_relative_path(&format!("{}x", &prefix[..=at]));
+            bucket_dir.join(probe.parent().expect("a key with a slash has a directory"))
+        }
+        None => bucket_dir.to_owned(),
+    };
+    if !start.is_dir() {
+        return Ok(found);
+    }
+    let mut stack = vec![start];
     while let Some(dir) = stack.pop() {
         for entry in fs_err::read_dir(&dir)? {
             let entry = entry?;
