@@ -61,7 +61,16 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn is_name_too_long(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(nix::libc::ENAMETOOLONG)
+    // fs-err wraps the OS error (raw_os_error is then None) but keeps its kind.
+    e.raw_os_error() == Some(nix::libc::ENAMETOOLONG) || e.kind() == io::ErrorKind::InvalidFilename
+}
+
+/// The client sees the failed action; paths and causes go to the S3 log only.
+fn internal_error(action: &str) -> s3s::S3Error {
+    s3s::S3Error::with_message(
+        S3ErrorCode::InternalError,
+        format!("cannot {action}; the S3 log has the cause"),
+    )
 }
 
 fn key_too_long() -> s3s::S3Error {
@@ -259,12 +268,12 @@ impl Backend {
         }
         self.log
             .error(&format!("cannot {action} {}: {e}", path.display()));
-        s3s::S3Error::with_message(S3ErrorCode::InternalError, format!("cannot {action}: {e}"))
+        internal_error(action)
     }
 
     fn failed_any(&self, action: &str, e: impl std::fmt::Display) -> s3s::S3Error {
         self.log.error(&format!("cannot {action}: {e}"));
-        s3s::S3Error::with_message(S3ErrorCode::InternalError, format!("cannot {action}: {e}"))
+        internal_error(action)
     }
 
     async fn blocking<T: Send + 'static>(
