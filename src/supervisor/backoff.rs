@@ -46,7 +46,9 @@ impl Default for Backoff {
         Self::new(
             Duration::from_millis(500),
             Duration::from_secs(30),
-            Duration::from_secs(60),
+            // A run that stayed up this long was healthy: the next crash restarts quickly
+            // again. Shorter runs count as a crash loop and double the delay.
+            Duration::from_secs(2),
         )
     }
 }

@@ -162,6 +162,9 @@ pub async fn watch_child(
     loop {
         tokio::select! {
             status = child.wait() => {
+                // Children the dead process leaves (PostgreSQL backends) still hold its
+                // shared memory and would block the restart: end the rest of its group.
+                child.kill_orphaned_group();
                 crate::output::warn(&format!("{name} exited unexpectedly ({status}); restarting"));
                 let mut started = child.started;
                 loop {

@@ -1,8 +1,21 @@
 //! The S3 endpoint: s3s + s3s-fs served in-process, with the fixes that make it behave like S3.
 
+mod access_log;
+mod backend;
+mod health;
+mod keys;
+mod listing;
+mod server;
+mod storage;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::sync::oneshot;
 
 /// What the S3 endpoint needs to run.
 #[derive(Debug, Clone)]
@@ -17,15 +30,47 @@ pub struct S3Config {
     pub log: PathBuf,
 }
 
+/// Why the S3 endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot prepare the S3 data directory {path}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the S3 log {path}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "`{bucket}` is not a valid S3 bucket name (3-63 lowercase letters, digits, `-` and `.`)"
+    )]
+    BucketName { bucket: String },
+    #[error("cannot create bucket `{bucket}` at {path}")]
+    CreateBucket {
+        bucket: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the address of the S3 listener")]
+    ListenerAddress(#[source] std::io::Error),
+    #[error("cannot configure virtual-hosted-style host names for {address}")]
+    Hosts {
+        address: SocketAddr,
+        #[source]
+        source: s3s::host::DomainError,
+    },
 }
 
 /// A running S3 endpoint.
 pub struct S3Server {
     pub local_addr: SocketAddr,
+    stop: oneshot::Sender<Duration>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl S3Server {
@@ -34,13 +79,64 @@ impl S3Server {
         config: S3Config,
         listener: tokio::net::TcpListener,
     ) -> Result<S3Server, S3Error> {
-        let _ = (config, listener);
-        todo!("s3 helper")
+        let local_addr = listener.local_addr().map_err(S3Error::ListenerAddress)?;
+        let root_error = |source| S3Error::Root {
+            path: config.root.clone(),
+            source,
+        };
+        fs_err::create_dir_all(&config.root).map_err(root_error)?;
+        let root = fs_err::canonicalize(&config.root).map_err(root_error)?;
+        let layout = Arc::new(storage::Layout::open(&root).map_err(root_error)?);
+        let log = access_log::AccessLog::open(&config.log).map_err(|source| S3Error::Log {
+            path: config.log.clone(),
+            source,
+        })?;
+
+        for bucket in &config.buckets {
+            if !s3s::path::check_bucket_name(bucket) {
+                return Err(S3Error::BucketName {
+                    bucket: bucket.clone(),
+                });
+            }
+            let path = layout.bucket_dir(bucket);
+            storage::create_dirs_durably(&path, &root).map_err(|source| S3Error::CreateBucket {
+                bucket: bucket.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        }
+
+        let backend =
+            backend::Backend::new(Arc::clone(&layout), log.clone()).map_err(root_error)?;
+        let hosts = server::Hosts::new(local_addr).map_err(|source| S3Error::Hosts {
+            address: local_addr,
+            source,
+        })?;
+        let mut builder = S3ServiceBuilder::new(backend);
+        builder.set_auth(SimpleAuth::from_single(
+            config.access_key.clone(),
+            config.secret_key.clone(),
+        ));
+        builder.set_host(hosts);
+        let service = builder.build();
+
+        let (stop, stopped) = oneshot::channel();
+        log.line(&format!(
+            "listening on {local_addr}, data in {}",
+            root.display()
+        ));
+        let task = tokio::spawn(server::serve(listener, service, log, stopped));
+        Ok(S3Server {
+            local_addr,
+            stop,
+            task,
+        })
     }
 
     /// Stop accepting, let in-flight requests finish (up to `grace`), then return.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = grace;
-        todo!("s3 helper")
+        // If the accept loop is gone already there is nothing left to stop.
+        let _ = self.stop.send(grace);
+        let _ = self.task.await;
     }
 }

@@ -185,7 +185,8 @@ impl Opsbox {
         loop {
             if let Some(run) = self.run_file() {
                 let services = run["services"].as_array().cloned().unwrap_or_default();
-                if !services.is_empty() && services.iter().all(|s| s["state"] == "ready") {
+                let ours = run["supervisor"]["pid"].as_i64() == Some(foreground.pid() as i64);
+                if ours && !services.is_empty() && services.iter().all(|s| s["state"] == "ready") {
                     return;
                 }
             }

@@ -1,0 +1,277 @@
+//! The on-disk layout of the S3 root and its durable, atomic writes.
+//!
+//! ```text
+//! <root>/<bucket>/...                    object data, paths from keys.rs
+//! <root>/.opsbox-s3/meta/<bucket>/...    one JSON sidecar per object (same relative path)
+//! <root>/.opsbox-s3/uploads/<id>/        multipart uploads: upload.json, part-<n>, part-<n>.json
+//! <root>/.opsbox-s3/tmp/                 temp files, emptied at start
+//! ```
+//!
+//! Bucket names cannot start with `.`, so no bucket can reach `.opsbox-s3`, and keys.rs keeps
+//! keys inside their bucket directory.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::keys;
+
+const INTERNAL: &str = ".opsbox-s3";
+
+/// Everything stored about an object besides its bytes; written once, at write time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Without quotes: hex MD5, or `<hex>-<parts>` for multipart objects.
+    pub e_tag: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website_redirect_location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<HashMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc64nvme: Option<String>,
+}
+
+/// Paths of the S3 root.
+#[derive(Debug)]
+pub struct Layout {
+    root: PathBuf,
+    temp_counter: AtomicU64,
+}
+
+impl Layout {
+    /// Create the internal directories and remove temp files a crash may have left.
+    pub fn open(root: &Path) -> io::Result<Layout> {
+        let layout = Layout {
+            root: root.to_owned(),
+            temp_counter: AtomicU64::new(0),
+        };
+        fs_err::create_dir_all(layout.internal().join("meta"))?;
+        fs_err::create_dir_all(layout.internal().join("uploads"))?;
+        let temp_dir = layout.temp_dir();
+        if temp_dir.exists() {
+            fs_err::remove_dir_all(&temp_dir)?;
+        }
+        fs_err::create_dir_all(&temp_dir)?;
+        Ok(layout)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn internal(&self) -> PathBuf {
+        self.root.join(INTERNAL)
+    }
+
+    pub fn temp_dir(&self) -> PathBuf {
+        self.internal().join("tmp")
+    }
+
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(bucket)
+    }
+
+    pub fn bucket_meta_dir(&self, bucket: &str) -> PathBuf {
+        self.internal().join("meta").join(bucket)
+    }
+
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.bucket_dir(bucket)
+            .join(keys::key_to_relative_path(key))
+    }
+
+    pub fn meta_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.bucket_meta_dir(bucket)
+            .join(keys::key_to_relative_path(key))
+    }
+
+    pub fn upload_dir(&self, upload_id: &str) -> PathBuf {
+        self.internal().join("uploads").join(upload_id)
+    }
+
+    /// A fresh temp file path on the same file system as the data (so rename is atomic).
+    pub fn temp_path(&self) -> TempPath {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        TempPath(Some(
+            self.temp_dir()
+                .join(format!("{}-{n}.part", std::process::id())),
+        ))
+    }
+}
+
+/// A temp file that is removed on drop unless it was moved into place.
+#[derive(Debug)]
+pub struct TempPath(Option<PathBuf>);
+
+impl TempPath {
+    pub fn path(&self) -> &Path {
+        self.0
+            .as_deref()
+            .expect("temp path is present until persisted")
+    }
+
+    /// Give up ownership (the file was renamed away).
+    pub fn disarm(mut self) -> PathBuf {
+        self.0.take().expect("temp path is present until persisted")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// fsync a directory so that a rename or create inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs_err::File::open(dir)?.sync_all()
+}
+
+/// Create `dir` and its missing parents, fsyncing the parent of each new directory; `stop`
+/// bounds the walk (it is never created by this function's callers' intent, only found).
+pub fn create_dirs_durably(dir: &Path, stop: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut current = dir;
+    while !current.is_dir() && current.starts_with(stop.parent().unwrap_or(stop)) {
+        missing.push(current.to_owned());
+        match current.parent() {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    for new_dir in missing.iter().rev() {
+        match fs_err::create_dir(new_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = new_dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Move a fully written and fsynced temp file to `dest`, then fsync `dest`'s directory.
+pub fn persist(temp: TempPath, dest: &Path, stop: &Path) -> io::Result<()> {
+    let parent = dest.parent().expect("object paths have a parent");
+    create_dirs_durably(parent, stop)?;
+    fs_err::rename(temp.path(), dest)?;
+    temp.disarm();
+    sync_dir(parent)
+}
+
+/// Write `bytes` to a temp file, fsync it and move it to `dest` durably.
+pub fn write_durably(layout: &Layout, bytes: &[u8], dest: &Path, stop: &Path) -> io::Result<()> {
+    let temp = layout.temp_path();
+    {
+        let mut file = fs_err::File::create(temp.path())?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+    }
+    persist(temp, dest, stop)
+}
+
+/// Remove `path`'s empty parent directories up to (not including) `stop`.
+pub fn remove_empty_parents(path: &Path, stop: &Path) {
+    let mut current = path.parent();
+    while let Some(dir) = current {
+        if dir == stop || !dir.starts_with(stop) {
+            break;
+        }
+        // remove_dir fails on non-empty directories, which ends the walk.
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+        current = dir.parent();
+    }
+}
+
+pub fn read_meta(path: &Path) -> io::Result<Option<ObjectMeta>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("failed to read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Whether a bucket directory holds any object file (empty directories do not count).
+pub fn tree_has_files(dir: &Path) -> io::Result<bool> {
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            if tree_has_files(&entry.path())? {
+                return Ok(true);
+            }
+        } else {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Every (key, data file path) in a bucket tree that can start with `prefix`, in no particular
+/// order. Only the directory of the prefix's complete segments is walked.
+pub fn walk_keys(bucket_dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    let start = match prefix.rfind('/') {
+        Some(at) => {
+            let probe = keys::key_to_relative_path(&format!("{}x", &prefix[..=at]));
+            bucket_dir.join(probe.parent().expect("a key with a slash has a directory"))
+        }
+        None => bucket_dir.to_owned(),
+    };
+    if !start.is_dir() {
+        return Ok(found);
+    }
+    let mut stack = vec![start];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+            } else if let Ok(relative) = path.strip_prefix(bucket_dir)
+                && let Some(key) = keys::relative_path_to_key(relative)
+            {
+                found.push((key, path));
+            }
+        }
+    }
+    Ok(found)
+}

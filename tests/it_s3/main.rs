@@ -1,0 +1,1406 @@
+//! Integration tests of the S3 endpoint: real aws-sdk-s3, AWS CLI and boto3 clients against
+//! `S3Server` on 127.0.0.1 with a temp root per test.
+//!
+//! `IT_S3_BACKEND=stock` runs the same tests against upstream s3s-fs 0.14.1 (same auth and
+//! accept loop), to see which S3 behaviours stock s3s-fs already gets right.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use base64::Engine as _;
+use md5::Digest as _;
+use opsbox::services::s3::{S3Config, S3Server};
+
+const ACCESS_KEY: &str = "opsbox-test";
+const SECRET_KEY: &str = "opsbox-test-secret";
+
+fn stock() -> bool {
+    std::env::var("IT_S3_BACKEND").is_ok_and(|v| v == "stock")
+}
+
+/// A running endpoint (ours or stock s3s-fs) on a temp root.
+struct Endpoint {
+    dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    server: Option<Running>,
+}
+
+enum Running {
+    Ours(S3Server),
+    Stock(tokio::task::JoinHandle<()>),
+}
+
+impl Endpoint {
+    async fn start() -> Endpoint {
+        // reqwest needs a process-wide rustls provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("create a temp dir");
+        let mut endpoint = Endpoint {
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            server: None,
+        };
+        endpoint.restart().await;
+        endpoint
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("s3.log")
+    }
+
+    async fn restart(&mut self) {
+        self.stop().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        self.addr = listener.local_addr().unwrap();
+        let config = S3Config {
+            root: self.root(),
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+            buckets: vec!["preset".into()],
+            log: self.log(),
+        };
+        self.server = Some(if stock() {
+            Running::Stock(start_stock(&config, listener))
+        } else {
+            Running::Ours(
+                S3Server::start(config, listener)
+                    .await
+                    .expect("start the S3 server"),
+            )
+        });
+    }
+
+    async fn stop(&mut self) {
+        match self.server.take() {
+            Some(Running::Ours(server)) => server.shutdown(Duration::from_secs(5)).await,
+            Some(Running::Stock(task)) => {
+                task.abort();
+                let _ = task.await;
+            }
+            None => {}
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn client(&self) -> Client {
+        self.client_with(SECRET_KEY, true, &self.url())
+    }
+
+    fn client_with(&self, secret: &str, path_style: bool, endpoint: &str) -> Client {
+        let credentials =
+            aws_credential_types::Credentials::new(ACCESS_KEY, secret, None, None, "test");
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(credentials)
+            .force_path_style(path_style)
+            .build();
+        Client::from_conf(config)
+    }
+}
+
+/// Upstream s3s-fs behind the same auth, host and accept loop shape as ours.
+fn start_stock(
+    config: &S3Config,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    std::fs::create_dir_all(&config.root).unwrap();
+    for bucket in &config.buckets {
+        std::fs::create_dir_all(config.root.join(bucket)).unwrap();
+    }
+    let fs = s3s_fs::FileSystem::new(&config.root).expect("open s3s-fs root");
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(
+        config.access_key.clone(),
+        config.secret_key.clone(),
+    ));
+    let service = builder.build();
+    tokio::spawn(async move {
+        let http =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let connection = http
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                .into_owned();
+            tokio::spawn(connection);
+        }
+    })
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(data))
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+async fn put(client: &Client, bucket: &str, key: &str, body: &[u8]) {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {bucket}/{key} failed: {:?}", e.into_service_error()));
+}
+
+async fn get(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {bucket}/{key} failed: {:?}", e.into_service_error()));
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The S3 error code and HTTP status of a failed SDK call.
+fn code<T, E>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16)
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+{
+    match result {
+        Ok(_) => panic!("expected the call to fail, it succeeded"),
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+            let code = e
+                .as_service_error()
+                .and_then(|s| s.code())
+                .unwrap_or("")
+                .to_owned();
+            (code, status)
+        }
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn bucket_crud() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    c.create_bucket().bucket("alpha").send().await.unwrap();
+    let names: Vec<String> = c
+        .list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .collect();
+    assert_eq!(names, vec!["alpha".to_owned(), "preset".to_owned()]);
+    c.head_bucket().bucket("alpha").send().await.unwrap();
+    c.delete_bucket().bucket("alpha").send().await.unwrap();
+    assert_eq!(
+        code(c.delete_bucket().bucket("alpha").send().await),
+        ("NoSuchBucket".into(), 404)
+    );
+    assert_eq!(
+        code(c.get_object().bucket("alpha").key("k").send().await),
+        ("NoSuchBucket".into(), 404)
+    );
+}
+
+#[tokio::test]
+async fn preset_buckets_are_created_idempotently() {
+    let mut s3 = Endpoint::start().await;
+    put(&s3.client(), "preset", "k", b"v").await;
+    s3.restart().await;
+    assert_eq!(get(&s3.client(), "preset", "k").await, b"v");
+}
+
+#[tokio::test]
+async fn put_get_head_keep_etag_content_type_and_stored_headers() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let body = b"{\"hello\":1}";
+    let out = c
+        .put_object()
+        .bucket("preset")
+        .key("doc.json")
+        .body(ByteStream::from_static(body))
+        .content_type("application/json")
+        .content_encoding("identity")
+        .cache_control("max-age=60")
+        .content_disposition("attachment; filename=doc.json")
+        .metadata("owner", "historian")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.e_tag(), Some(quoted(&md5_hex(body)).as_str()));
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("doc.json")
+        .send()
+        .await
+        .unwrap();
+    let got = c
+        .get_object()
+        .bucket("preset")
+        .key("doc.json")
+        .send()
+        .await
+        .unwrap();
+    for (etag, ctype, enc, cache, disp, meta, len) in [
+        (
+            head.e_tag(),
+            head.content_type(),
+            head.content_encoding(),
+            head.cache_control(),
+            head.content_disposition(),
+            head.metadata(),
+            head.content_length(),
+        ),
+        (
+            got.e_tag(),
+            got.content_type(),
+            got.content_encoding(),
+            got.cache_control(),
+            got.content_disposition(),
+            got.metadata(),
+            got.content_length(),
+        ),
+    ] {
+        assert_eq!(etag, Some(quoted(&md5_hex(body)).as_str()));
+        assert_eq!(ctype, Some("application/json"));
+        assert_eq!(enc, Some("identity"));
+        assert_eq!(cache, Some("max-age=60"));
+        assert_eq!(disp, Some("attachment; filename=doc.json"));
+        assert_eq!(
+            meta.and_then(|m| m.get("owner")).map(String::as_str),
+            Some("historian")
+        );
+        assert_eq!(len, Some(body.len() as i64));
+    }
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        body
+    );
+}
+
+#[tokio::test]
+async fn etag_is_stored_at_write_time_not_recomputed() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    put(&c, "preset", "stable", b"original bytes").await;
+    // Change the data file behind the server's back (same length): a server that re-reads
+    // the object to compute the ETag would now report a different one.
+    let data = files_under(&s3.root())
+        .into_iter()
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == b"original bytes"))
+        .unwrap();
+    std::fs::write(&data, b"ORIGINAL BYTES").unwrap();
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("stable")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.e_tag(),
+        Some(quoted(&md5_hex(b"original bytes")).as_str())
+    );
+}
+
+#[tokio::test]
+async fn range_get() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    put(&c, "preset", "r", b"0123456789").await;
+    let out = c
+        .get_object()
+        .bucket("preset")
+        .key("r")
+        .range("bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.content_range(), Some("bytes 2-5/10"));
+    assert_eq!(
+        out.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"2345"
+    );
+    let out = c
+        .get_object()
+        .bucket("preset")
+        .key("r")
+        .range("bytes=-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"789"
+    );
+    assert_eq!(
+        code(
+            c.get_object()
+                .bucket("preset")
+                .key("r")
+                .range("bytes=20-")
+                .send()
+                .await
+        )
+        .1,
+        416
+    );
+}
+
+#[tokio::test]
+async fn copy_object_keeps_or_replaces_metadata() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    c.put_object()
+        .bucket("preset")
+        .key("src")
+        .body(ByteStream::from_static(b"copy me"))
+        .content_type("text/plain")
+        .metadata("a", "1")
+        .send()
+        .await
+        .unwrap();
+    let out = c
+        .copy_object()
+        .bucket("preset")
+        .key("dst")
+        .copy_source("preset/src")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.copy_object_result().and_then(|r| r.e_tag()),
+        Some(quoted(&md5_hex(b"copy me")).as_str())
+    );
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("dst")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("text/plain"));
+    assert_eq!(
+        head.metadata().and_then(|m| m.get("a")).map(String::as_str),
+        Some("1")
+    );
+    c.copy_object()
+        .bucket("preset")
+        .key("dst2")
+        .copy_source("preset/src")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .content_type("text/csv")
+        .send()
+        .await
+        .unwrap();
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("dst2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("text/csv"));
+    assert_eq!(get(&c, "preset", "dst2").await, b"copy me");
+    // Copy onto itself keeps the bytes.
+    c.copy_object()
+        .bucket("preset")
+        .key("src")
+        .copy_source("preset/src")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&c, "preset", "src").await, b"copy me");
+}
+
+#[tokio::test]
+async fn multipart_upload_has_s3_style_etag() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let parts: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| {
+            vec![
+                b'a' + i;
+                if i < 2 {
+                    5 * 1024 * 1024
+                } else {
+                    1024 * 1024 + 7
+                }
+            ]
+        })
+        .collect();
+    let upload = c
+        .create_multipart_upload()
+        .bucket("preset")
+        .key("big/file.bin")
+        .content_type("application/x-test")
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let n = i as i32 + 1;
+        let out = c
+            .upload_part()
+            .bucket("preset")
+            .key("big/file.bin")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(part.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.e_tag(), Some(quoted(&md5_hex(part)).as_str()));
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let listed = c
+        .list_parts()
+        .bucket("preset")
+        .key("big/file.bin")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.parts().len(), 3);
+    let out = c
+        .complete_multipart_upload()
+        .bucket("preset")
+        .key("big/file.bin")
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut concatenated = Vec::new();
+    for part in &parts {
+        concatenated.extend_from_slice(&md5::Md5::digest(part));
+    }
+    let expected = quoted(&format!("{}-3", md5_hex(&concatenated)));
+    assert_eq!(out.e_tag(), Some(expected.as_str()));
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("big/file.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.e_tag(), Some(expected.as_str()));
+    assert_eq!(head.content_type(), Some("application/x-test"));
+    assert_eq!(
+        head.content_length(),
+        Some(parts.iter().map(Vec::len).sum::<usize>() as i64)
+    );
+    let body = get(&c, "preset", "big/file.bin").await;
+    assert_eq!(body, parts.concat());
+}
+
+#[tokio::test]
+async fn multipart_rejects_small_parts_and_unknown_uploads() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let upload = c
+        .create_multipart_upload()
+        .bucket("preset")
+        .key("m")
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut done = Vec::new();
+    for n in 1..=2 {
+        let out = c
+            .upload_part()
+            .bucket("preset")
+            .key("m")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from_static(b"tiny"))
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let result = c
+        .complete_multipart_upload()
+        .bucket("preset")
+        .key("m")
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await;
+    assert_eq!(code(result), ("EntityTooSmall".into(), 400));
+    c.abort_multipart_upload()
+        .bucket("preset")
+        .key("m")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    let result = c
+        .upload_part()
+        .bucket("preset")
+        .key("m")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    assert_eq!(code(result), ("NoSuchUpload".into(), 404));
+}
+
+async fn put_many(c: &Client, keys: &[String]) {
+    use futures::StreamExt;
+    futures::stream::iter(keys.iter().cloned())
+        .map(|k| {
+            let c = c.clone();
+            async move { put(&c, "preset", &k, k.as_bytes()).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// 2,500 keys: 2,490 under 10 "directories" plus 10 at the top level.
+fn many_keys() -> Vec<String> {
+    let mut keys: Vec<String> = (0..2490)
+        .map(|i| format!("dir{}/file{i:05}", i % 10))
+        .collect();
+    keys.extend((0..10).map(|i| format!("top{i:02}")));
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn list_pagination_over_2500_keys() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let keys = many_keys();
+    put_many(&c, &keys).await;
+
+    // v2 without delimiter, default max-keys (1000) then 333.
+    for max in [None, Some(333)] {
+        let mut seen = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let out = c
+                .list_objects_v2()
+                .bucket("preset")
+                .set_max_keys(max)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            pages += 1;
+            seen.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
+            assert_eq!(out.key_count(), Some(out.contents().len() as i32));
+            if out.is_truncated() == Some(true) {
+                token = Some(
+                    out.next_continuation_token()
+                        .expect("NextContinuationToken when truncated")
+                        .to_owned(),
+                );
+            } else {
+                assert!(out.next_continuation_token().is_none());
+                break;
+            }
+        }
+        assert_eq!(seen, keys, "v2 max-keys {max:?}");
+        assert_eq!(pages, 2500usize.div_ceil(max.unwrap_or(1000) as usize));
+    }
+
+    // v2 start-after.
+    let out = c
+        .list_objects_v2()
+        .bucket("preset")
+        .start_after("dir9/file02489")
+        .max_keys(3)
+        .send()
+        .await
+        .unwrap();
+    let got: Vec<&str> = out.contents().iter().map(|o| o.key().unwrap()).collect();
+    assert_eq!(got, vec!["top00", "top01", "top02"]);
+
+    // v2 with delimiter, 4 entries per page: 10 common prefixes then 10 keys.
+    let mut entries = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = c
+            .list_objects_v2()
+            .bucket("preset")
+            .delimiter("/")
+            .max_keys(4)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        entries.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        match out.next_continuation_token() {
+            Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..10).map(|i| format!("dir{i}/")).collect();
+    expected.extend((0..10).map(|i| format!("top{i:02}")));
+    assert_eq!(entries, expected);
+
+    // v2 with prefix and delimiter.
+    let out = c
+        .list_objects_v2()
+        .bucket("preset")
+        .prefix("dir3/")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.contents().len(), 249);
+    assert!(out.common_prefixes().is_empty());
+
+    // v1 without delimiter: IsTruncated, resume with the last key as marker.
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = c
+            .list_objects()
+            .bucket("preset")
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        seen.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        if out.is_truncated() == Some(true) {
+            marker = Some(
+                out.next_marker()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| seen.last().unwrap().clone()),
+            );
+        } else {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+
+    // v1 with delimiter: NextMarker is required to resume.
+    let mut entries = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = c
+            .list_objects()
+            .bucket("preset")
+            .delimiter("/")
+            .max_keys(3)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        entries.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        if out.is_truncated() == Some(true) {
+            marker = Some(
+                out.next_marker()
+                    .expect("NextMarker with a delimiter when truncated")
+                    .to_owned(),
+            );
+        } else {
+            break;
+        }
+    }
+    assert_eq!(entries, expected);
+}
+
+#[tokio::test]
+async fn delete_multiple_objects() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    for k in ["a", "b/c", "d"] {
+        put(&c, "preset", k, b"x").await;
+    }
+    let ids: Vec<ObjectIdentifier> = ["a", "b/c", "missing"]
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(*k).build().unwrap())
+        .collect();
+    let out = c
+        .delete_objects()
+        .bucket("preset")
+        .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.deleted().len(), 3);
+    assert!(out.errors().is_empty());
+    let left: Vec<String> = c
+        .list_objects_v2()
+        .bucket("preset")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, vec!["d".to_owned()]);
+}
+
+/// The S3 error code and status of a call, or `("ok", 200)`.
+fn outcome<T, E>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16)
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+{
+    match result {
+        Ok(_) => ("ok".into(), 200),
+        Err(_) => code(result),
+    }
+}
+
+#[tokio::test]
+async fn error_codes() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    put(&c, "preset", "k", b"x").await;
+    let long = "k".repeat(1025);
+    let checks = [
+        (
+            "GET missing key",
+            outcome(c.get_object().bucket("preset").key("nope").send().await),
+            ("NoSuchKey", 404),
+        ),
+        (
+            "HEAD missing key",
+            (
+                String::new(),
+                outcome(c.head_object().bucket("preset").key("nope").send().await).1,
+            ),
+            ("", 404),
+        ),
+        (
+            "GET in missing bucket",
+            outcome(c.get_object().bucket("nobucket").key("k").send().await),
+            ("NoSuchBucket", 404),
+        ),
+        (
+            "DeleteBucket non-empty",
+            outcome(c.delete_bucket().bucket("preset").send().await),
+            ("BucketNotEmpty", 409),
+        ),
+        (
+            "PUT key > 1024 bytes",
+            outcome(
+                c.put_object()
+                    .bucket("preset")
+                    .key(&long)
+                    .body(ByteStream::from_static(b"x"))
+                    .send()
+                    .await,
+            ),
+            ("KeyTooLongError", 400),
+        ),
+        (
+            "GET key > 1024 bytes",
+            outcome(c.get_object().bucket("preset").key(&long).send().await),
+            ("KeyTooLongError", 400),
+        ),
+    ];
+    let failures: Vec<String> = checks
+        .iter()
+        .filter(|(_, got, want)| (got.0.as_str(), got.1) != (want.0, want.1))
+        .map(|(what, got, want)| format!("{what}: got {got:?}, want {want:?}"))
+        .collect();
+    let survived = c
+        .get_object()
+        .bucket("preset")
+        .key("k")
+        .send()
+        .await
+        .is_ok();
+    assert!(
+        failures.is_empty() && survived,
+        "{failures:#?}; object survived DeleteBucket: {survived}"
+    );
+}
+
+#[tokio::test]
+async fn delete_missing_key_is_204() {
+    let s3 = Endpoint::start().await;
+    let url = s3
+        .client()
+        .delete_object()
+        .bucket("preset")
+        .key("missing")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .delete(url.uri())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+}
+
+#[tokio::test]
+async fn bad_digest_leaves_previous_object_untouched() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    put(&c, "preset", "keep", b"version one").await;
+    let wrong_md5 =
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"something else"));
+    let result = c
+        .put_object()
+        .bucket("preset")
+        .key("keep")
+        .content_md5(wrong_md5)
+        .body(ByteStream::from_static(b"version two"))
+        .send()
+        .await;
+    assert_eq!(code(result), ("BadDigest".into(), 400));
+    assert_eq!(get(&c, "preset", "keep").await, b"version one");
+    let wrong_sha = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
+    let result = c
+        .put_object()
+        .bucket("preset")
+        .key("keep")
+        .checksum_sha256(wrong_sha)
+        .body(ByteStream::from_static(b"version three"))
+        .send()
+        .await;
+    let (code_text, status) = code(result);
+    assert_eq!(status, 400, "{code_text}");
+    assert_eq!(get(&c, "preset", "keep").await, b"version one");
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("keep")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.e_tag(),
+        Some(quoted(&md5_hex(b"version one")).as_str())
+    );
+    if !stock() {
+        assert!(
+            files_under(&s3.root().join(".opsbox-s3/tmp")).is_empty(),
+            "temp files left behind"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_keys_stay_inside_the_bucket() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let keys = [
+        "../x",
+        "a/../../b",
+        "..",
+        ".",
+        "a//b",
+        "./y",
+        "%2e%2e/z",
+        "..%2f..%2fw",
+        ".bucket-x.object-y.metadata.json",
+        ".opsbox-s3",
+        "/lead",
+        "trail/",
+        "a/./b",
+        "sp ace/+plus",
+        "ü/€",
+    ];
+    let mut failures = Vec::new();
+    for key in keys {
+        let body = format!("body of {key}");
+        let result = c
+            .put_object()
+            .bucket("preset")
+            .key(key)
+            .body(ByteStream::from(body.clone().into_bytes()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => match c.get_object().bucket("preset").key(key).send().await {
+                Ok(out) => {
+                    let got = out.body.collect().await.unwrap().into_bytes();
+                    if got.as_ref() != body.as_bytes() {
+                        failures.push(format!(
+                            "{key:?}: read back {:?}",
+                            String::from_utf8_lossy(&got)
+                        ));
+                    }
+                }
+                Err(e) => failures.push(format!(
+                    "{key:?}: stored but GET failed: {:?}",
+                    e.into_service_error()
+                )),
+            },
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+                if !(400..500).contains(&status) {
+                    failures.push(format!(
+                        "{key:?}: PUT answered {status} {:?}",
+                        e.into_service_error()
+                    ));
+                }
+            }
+        }
+    }
+    let outside: Vec<_> = std::fs::read_dir(s3.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "root" && n != "s3.log")
+        .collect();
+    assert!(outside.is_empty(), "files outside the root: {outside:?}");
+    let root_entries: Vec<_> = std::fs::read_dir(s3.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    if !stock() {
+        let mut sorted = root_entries.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![".opsbox-s3".to_owned(), "preset".to_owned()],
+            "only the bucket and internal dir in root"
+        );
+    }
+    let listed: Vec<String> = c
+        .list_objects_v2()
+        .bucket("preset")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_owned())
+        .collect();
+    for key in keys {
+        if c.head_object()
+            .bucket("preset")
+            .key(key)
+            .send()
+            .await
+            .is_ok()
+            && !listed.iter().any(|k| k == key)
+        {
+            failures.push(format!(
+                "{key:?}: readable but not listed under its key (listed: {listed:?})"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn key_and_directory_collisions() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let mut failures = Vec::new();
+    for (first, second) in [("a", "a/b"), ("e/", "e"), ("f/g", "f")] {
+        for key in [first, second] {
+            let result = c
+                .put_object()
+                .bucket("preset")
+                .key(key)
+                .body(ByteStream::from(key.as_bytes().to_vec()))
+                .send()
+                .await;
+            if let Err(e) = result {
+                let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+                failures.push(format!("PUT {key:?} after {first:?}: {status}"));
+            }
+        }
+        for key in [first, second] {
+            match c.get_object().bucket("preset").key(key).send().await {
+                Ok(out) => {
+                    let got = out.body.collect().await.unwrap().into_bytes();
+                    if got.as_ref() != key.as_bytes() {
+                        failures.push(format!("GET {key:?}: {:?}", String::from_utf8_lossy(&got)));
+                    }
+                }
+                Err(e) => failures.push(format!("GET {key:?}: {:?}", e.into_service_error())),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn data_survives_restart_and_temp_files_are_cleaned() {
+    let mut s3 = Endpoint::start().await;
+    put(&s3.client(), "preset", "durable/key", b"still here").await;
+    let temp_dir = s3.root().join(".opsbox-s3/tmp");
+    s3.stop().await;
+    if !stock() {
+        std::fs::write(temp_dir.join("123-4.part"), b"partial upload from a crash").unwrap();
+    } else {
+        std::fs::write(s3.root().join(".tmp.7.internal.part"), b"partial").unwrap();
+    }
+    s3.restart().await;
+    assert_eq!(
+        get(&s3.client(), "preset", "durable/key").await,
+        b"still here"
+    );
+    if !stock() {
+        assert!(
+            files_under(&temp_dir).is_empty(),
+            "temp files survived a restart"
+        );
+    }
+    let keys: Vec<String> = s3
+        .client()
+        .list_objects_v2()
+        .bucket("preset")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, vec!["durable/key".to_owned()]);
+}
+
+#[tokio::test]
+async fn presigned_get_works_and_expires() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    put(&c, "preset", "shared.txt", b"presigned body").await;
+    let url = c
+        .get_object()
+        .bucket("preset")
+        .key("shared.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let response = http.get(url.uri()).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.bytes().await.unwrap().as_ref(), b"presigned body");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let response = http.get(url.uri()).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert!(response.text().await.unwrap().contains("AccessDenied"));
+}
+
+#[tokio::test]
+async fn unsigned_and_wrongly_signed_requests_are_refused() {
+    let s3 = Endpoint::start().await;
+    put(&s3.client(), "preset", "secret", b"x").await;
+    let response = reqwest::get(format!("{}/preset/secret", s3.url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<Code>AccessDenied</Code>")
+    );
+    let wrong = s3.client_with("not-the-secret", true, &s3.url());
+    assert_eq!(
+        code(
+            wrong
+                .get_object()
+                .bucket("preset")
+                .key("secret")
+                .send()
+                .await
+        ),
+        ("SignatureDoesNotMatch".into(), 403)
+    );
+}
+
+#[tokio::test]
+async fn virtual_hosted_style_requests() {
+    let s3 = Endpoint::start().await;
+    if stock() {
+        return; // stock s3s-fs is run without a host configuration here
+    }
+    put(&s3.client(), "preset", "vh/key.txt", b"virtual").await;
+    let vhost = s3.client_with(
+        SECRET_KEY,
+        false,
+        &format!("http://localhost:{}", s3.addr.port()),
+    );
+    let url = vhost
+        .get_object()
+        .bucket("preset")
+        .key("vh/key.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        url.uri().starts_with(&format!(
+            "http://preset.localhost:{}/vh/key.txt",
+            s3.addr.port()
+        )),
+        "{}",
+        url.uri()
+    );
+    let http = reqwest::Client::builder()
+        .resolve("preset.localhost", s3.addr)
+        .build()
+        .unwrap();
+    let response = http.get(url.uri()).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.bytes().await.unwrap().as_ref(), b"virtual");
+}
+
+#[tokio::test]
+async fn minio_health_routes_need_no_auth_and_requests_are_logged() {
+    let s3 = Endpoint::start().await;
+    if stock() {
+        return;
+    }
+    let http = reqwest::Client::new();
+    for path in ["/minio/health/live", "/minio/health/ready"] {
+        assert_eq!(
+            http.get(format!("{}{path}", s3.url()))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+        assert_eq!(
+            http.head(format!("{}{path}", s3.url()))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    let _ = http
+        .get(format!("{}/preset/x", s3.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await;
+    put(&s3.client(), "preset", "logged", b"12345").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = std::fs::read_to_string(s3.log()).unwrap();
+    assert!(log.contains("GET /minio/health/live 200 0 bytes"), "{log}");
+    assert!(log.contains("HEAD /minio/health/ready 200"), "{log}");
+    assert!(log.contains("GET /preset/x 403"), "{log}");
+    assert!(log.contains("PUT /preset/logged 200"), "{log}");
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let s3 = Endpoint::start().await;
+    if stock() {
+        return;
+    }
+    let c = s3.client();
+    let body = vec![7u8; 32 * 1024 * 1024];
+    put(&c, "preset", "large", &body).await;
+    let out = c
+        .get_object()
+        .bucket("preset")
+        .key("large")
+        .send()
+        .await
+        .unwrap();
+    let mut s3 = s3;
+    let server = s3.server.take();
+    let stopper = tokio::spawn(async move {
+        if let Some(Running::Ours(server)) = server {
+            server.shutdown(Duration::from_secs(10)).await;
+        }
+    });
+    let got = out.body.collect().await.unwrap().into_bytes();
+    assert_eq!(got.len(), body.len());
+    tokio::time::timeout(Duration::from_secs(10), stopper)
+        .await
+        .expect("shutdown returned")
+        .unwrap();
+    assert!(
+        reqwest::get(format!("{}/minio/health/live", s3.url()))
+            .await
+            .is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+fn run_tool(program: &str, args: &[&str], env: &[(&str, &str)], install_hint: &str) -> String {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}); {install_hint}"));
+    assert!(
+        output.status.success(),
+        "`{program} {}` failed: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_smoke() {
+    let s3 = Endpoint::start().await;
+    let endpoint = s3.url();
+    let file = s3.dir.path().join("upload.txt");
+    std::fs::write(&file, b"from the aws cli").unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let home = s3.dir.path().to_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("HOME", home.as_str()),
+        ];
+        let hint = "install the AWS CLI with `pip install awscli`";
+        let aws = |args: &[&str]| {
+            let mut all = vec!["--endpoint-url", endpoint.as_str()];
+            all.extend_from_slice(args);
+            run_tool("aws", &all, &env, hint)
+        };
+        aws(&["s3", "mb", "s3://cli-bucket"]);
+        aws(&["s3", "cp", &file, "s3://cli-bucket/dir/upload.txt"]);
+        let listing = aws(&["s3", "ls", "s3://cli-bucket/dir/"]);
+        assert!(listing.contains("upload.txt"), "{listing}");
+        let copy = aws(&["s3", "cp", "s3://cli-bucket/dir/upload.txt", "-"]);
+        assert_eq!(copy, "from the aws cli");
+        aws(&["s3", "rm", "s3://cli-bucket/dir/upload.txt"]);
+        let listing = aws(&["s3", "ls", "s3://cli-bucket/"]);
+        assert!(listing.trim().is_empty(), "{listing}");
+        aws(&["s3", "rb", "s3://cli-bucket"]);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_smoke() {
+    let s3 = Endpoint::start().await;
+    let endpoint = s3.url();
+    let script = r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3], region_name="us-east-1")
+s3.put_object(Bucket="preset", Key="py/obj", Body=b"from boto3", ContentType="text/plain")
+o = s3.get_object(Bucket="preset", Key="py/obj")
+assert o["Body"].read() == b"from boto3"
+assert o["ContentType"] == "text/plain"
+keys = [x["Key"] for x in s3.list_objects_v2(Bucket="preset", Prefix="py/")["Contents"]]
+assert keys == ["py/obj"], keys
+s3.delete_object(Bucket="preset", Key="py/obj")
+print("ok")
+"#;
+    let out = tokio::task::spawn_blocking(move || {
+        run_tool(
+            "python3",
+            &["-c", script, &endpoint, ACCESS_KEY, SECRET_KEY],
+            &[],
+            "install boto3 with `pip install boto3`",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "ok");
+}
+
+#[tokio::test]
+async fn prefix_listing_of_nested_keys() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    for key in ["x/y/z", "x/y2", "x//q", "xa", "x/"] {
+        put(&c, "preset", key, b"v").await;
+    }
+    for (prefix, expected) in [
+        ("x/", vec!["x/", "x//q", "x/y/z", "x/y2"]),
+        ("x/y", vec!["x/y/z", "x/y2"]),
+        ("x//", vec!["x//q"]),
+        ("x", vec!["x/", "x//q", "x/y/z", "x/y2", "xa"]),
+        ("nothere/", vec![]),
+    ] {
+        let out = c
+            .list_objects_v2()
+            .bucket("preset")
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        let keys: Vec<&str> = out.contents().iter().map(|o| o.key().unwrap()).collect();
+        assert_eq!(keys, expected, "prefix {prefix:?}");
+    }
+}
