@@ -192,10 +192,7 @@ impl RunningChild {
     /// After the leader exited on its own: SIGKILL what is left of its process group. The
     /// group id stays allocated while any member lives, so it cannot name a stranger's group.
     pub fn kill_orphaned_group(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(-self.pid()),
-            Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-self.pid()), Signal::SIGKILL);
     }
 
     /// SIGKILL the child's process group (it leads its own session), before it is reaped.

@@ -26,7 +26,13 @@ fn ready_pid(opsbox: &Opsbox, service: &str) -> Option<i32> {
 
 /// Wait for `service` to be ready with a pid other than `old`; returns the new pid and how
 /// long it took.
-fn wait_new_pid(opsbox: &Opsbox, up: &Foreground, service: &str, old: i32, within: Duration) -> (i32, Duration) {
+fn wait_new_pid(
+    opsbox: &Opsbox,
+    up: &Foreground,
+    service: &str,
+    old: i32,
+    within: Duration,
+) -> (i32, Duration) {
     let began = Instant::now();
     loop {
         if let Some(pid) = ready_pid(opsbox, service)
@@ -53,7 +59,11 @@ fn alive(pid: i32) -> bool {
 fn processes_mentioning(needle: &str, name: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -123,7 +133,10 @@ async fn assert_all_in_events(url: &str, acked: &BTreeMap<u64, String>) {
 }
 
 /// Insert single-row commits until told to stop; return the committed ids.
-async fn insert_loop(opsbox_config: tokio_postgres::Config, mut stop: watch::Receiver<bool>) -> Vec<i64> {
+async fn insert_loop(
+    opsbox_config: tokio_postgres::Config,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<i64> {
     let mut committed = Vec::new();
     let mut n = 0i64;
     let mut client: Option<tokio_postgres::Client> = None;
@@ -164,7 +177,10 @@ async fn assert_rows_present(opsbox: &Opsbox, committed: &[i64]) {
         .map(|r| r.get(0))
         .collect();
     let present: std::collections::HashSet<i64> = rows.into_iter().collect();
-    let missing: Vec<&i64> = committed.iter().filter(|id| !present.contains(id)).collect();
+    let missing: Vec<&i64> = committed
+        .iter()
+        .filter(|id| !present.contains(id))
+        .collect();
     assert!(
         missing.is_empty(),
         "{} of {} committed rows are missing: {:?}",
@@ -193,9 +209,16 @@ async fn nats_server_killed_ten_times_comes_back_and_loses_no_acked_message() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.send(true).unwrap();
     let acked = publisher.await.unwrap();
-    assert!(acked.len() > 10, "only {} messages were acknowledged", acked.len());
+    assert!(
+        acked.len() > 10,
+        "only {} messages were acknowledged",
+        acked.len()
+    );
     assert_all_in_events(&opsbox.nats_url(), &acked).await;
-    eprintln!("nats: 10 kills, {} acked, slowest return {worst:?}", acked.len());
+    eprintln!(
+        "nats: 10 kills, {} acked, slowest return {worst:?}",
+        acked.len()
+    );
     let run = opsbox.run_file().unwrap();
     let restarts = run["services"][0]["restarts"].as_u64().unwrap();
     assert_eq!(restarts, 10, "the run file counts the restarts");
@@ -226,12 +249,23 @@ async fn postmaster_killed_ten_times_comes_back_and_loses_no_committed_row() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send(true).unwrap();
     let committed = inserter.await.unwrap();
-    assert!(committed.len() > 10, "only {} rows were committed", committed.len());
+    assert!(
+        committed.len() > 10,
+        "only {} rows were committed",
+        committed.len()
+    );
     assert_rows_present(&opsbox, &committed).await;
     let data_dir = opsbox.data_dir.join("postgres/data");
     let postmasters = processes_mentioning(&data_dir.display().to_string(), "postgres");
-    assert_eq!(postmasters.len(), 1, "postmasters at the end: {postmasters:?}");
-    eprintln!("postgres: 10 kills, {} committed, slowest return {worst:?}", committed.len());
+    assert_eq!(
+        postmasters.len(),
+        1,
+        "postmasters at the end: {postmasters:?}"
+    );
+    eprintln!(
+        "postgres: 10 kills, {} committed, slowest return {worst:?}",
+        committed.len()
+    );
     up.stop(Signal::SIGTERM, Duration::from_secs(60));
 }
 
@@ -258,8 +292,14 @@ async fn opsbox_killed_with_sigkill_leaves_no_orphans_and_the_next_up_recovers()
     while (alive(nats_pid) || alive(postgres_pid)) && began.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!alive(nats_pid), "nats-server {nats_pid} outlived the killed opsbox");
-    assert!(!alive(postgres_pid), "postmaster {postgres_pid} outlived the killed opsbox");
+    assert!(
+        !alive(nats_pid),
+        "nats-server {nats_pid} outlived the killed opsbox"
+    );
+    assert!(
+        !alive(postgres_pid),
+        "postmaster {postgres_pid} outlived the killed opsbox"
+    );
     stop.send(true).unwrap();
     let acked = publisher.await.unwrap();
     let committed = inserter.await.unwrap();
@@ -286,11 +326,17 @@ fn a_stale_postmaster_pid_naming_an_unrelated_process_is_moved_aside_untouched()
     opsbox.wait_ready(&mut up, Duration::from_secs(180));
     up.stop(Signal::SIGTERM, Duration::from_secs(60));
 
-    let mut sleeper = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
     let pid_file = opsbox.data_dir.join("postgres/data/postmaster.pid");
     std::fs::write(
         &pid_file,
-        format!("{}\n/elsewhere\n1700000000\n5432\n\n127.0.0.1\n  1234567     0\nready   \n", sleeper.id()),
+        format!(
+            "{}\n/elsewhere\n1700000000\n5432\n\n127.0.0.1\n  1234567     0\nready   \n",
+            sleeper.id()
+        ),
     )
     .unwrap();
     let mut up = opsbox.up_foreground("postgres");
@@ -299,7 +345,12 @@ fn a_stale_postmaster_pid_naming_an_unrelated_process_is_moved_aside_untouched()
         sleeper.try_wait().unwrap().is_none(),
         "the unrelated process was signalled"
     );
-    assert!(up.stderr().contains("not a PostgreSQL server of this data directory"), "{}", up.stderr());
+    assert!(
+        up.stderr()
+            .contains("not a PostgreSQL server of this data directory"),
+        "{}",
+        up.stderr()
+    );
     up.stop(Signal::SIGTERM, Duration::from_secs(60));
     sleeper.kill().unwrap();
     let _ = sleeper.wait();

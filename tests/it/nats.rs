@@ -16,10 +16,16 @@ async fn published_event_is_stored_in_events_and_survives_a_restart() {
 
     let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("EVENTS").await.expect("EVENTS exists after up");
+    let mut stream = js
+        .get_stream("EVENTS")
+        .await
+        .expect("EVENTS exists after up");
     let info = stream.info().await.unwrap().clone();
     assert_eq!(info.config.subjects, vec!["enterprise.>".to_string()]);
-    assert_eq!(info.config.storage, async_nats::jetstream::stream::StorageType::File);
+    assert_eq!(
+        info.config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
     assert_eq!(
         info.config.retention,
         async_nats::jetstream::stream::RetentionPolicy::Limits
@@ -34,7 +40,11 @@ async fn published_event_is_stored_in_events_and_survives_a_restart() {
     drop(js);
 
     let status = up.stop(Signal::SIGTERM, Duration::from_secs(30));
-    assert!(status.success(), "opsbox up exited with {status}:\n{}", up.stderr());
+    assert!(
+        status.success(),
+        "opsbox up exited with {status}:\n{}",
+        up.stderr()
+    );
     assert!(
         opsbox.data_dir.join("nats/jetstream/jetstream").is_dir(),
         "JetStream data is not under the opsbox data dir"

@@ -61,7 +61,11 @@ async fn rows_survive_a_restart_and_init_scripts_run_once() {
     assert!(error.contains("password authentication failed"), "{error}");
 
     let status = up.stop(Signal::SIGTERM, Duration::from_secs(60));
-    assert!(status.success(), "opsbox up exited with {status}:\n{}", up.stderr());
+    assert!(
+        status.success(),
+        "opsbox up exited with {status}:\n{}",
+        up.stderr()
+    );
 
     let mut up = opsbox.up_foreground("postgres");
     opsbox.wait_ready(&mut up, Duration::from_secs(60));

@@ -26,10 +26,16 @@ fn a_taken_port_is_named_with_its_owner_and_the_flag_to_change_it() {
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
-        text.contains(&format!("port {} on 127.0.0.1 is already in use", opsbox.nats_port)),
+        text.contains(&format!(
+            "port {} on 127.0.0.1 is already in use",
+            opsbox.nats_port
+        )),
         "{text}"
     );
-    assert!(text.contains(&format!("pid {}", std::process::id())), "owner named: {text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "owner named: {text}"
+    );
     assert!(text.contains("--nats-port"), "hint names the flag: {text}");
     drop(squatter);
     let mut after = tree_digest(&opsbox.data_dir);
@@ -55,7 +61,10 @@ fn a_malformed_nats_conf_is_named() {
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("nats.conf"), "{text}");
     assert!(text.contains("malformed"), "{text}");
-    assert!(!opsbox.data_dir.exists(), "nothing was created for a config error");
+    assert!(
+        !opsbox.data_dir.exists(),
+        "nothing was created for a config error"
+    );
 }
 
 #[test]
@@ -81,5 +90,8 @@ fn offline_with_an_empty_cache_says_what_is_missing() {
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("nats-server"), "{text}");
     assert!(text.contains("offline"), "{text}");
-    assert!(text.contains("opsbox fetch"), "hint says how to get it: {text}");
+    assert!(
+        text.contains("opsbox fetch"),
+        "hint says how to get it: {text}"
+    );
 }

@@ -26,7 +26,6 @@ fn live_processes(status: &serde_json::Value) -> Vec<ProcessIdentity> {
 }
 
 #[test]
-#[ignore = "needs up"]
 fn up_status_env_logs_down_leave_nothing_behind() {
     let stack = Stack::up();
     let (code, status) = stack.status();
@@ -115,7 +114,6 @@ fn up_status_env_logs_down_leave_nothing_behind() {
 }
 
 #[test]
-#[ignore = "needs up"]
 fn down_v_leaves_no_data() {
     let stack = Stack::up();
     let processes = live_processes(&stack.status().1);

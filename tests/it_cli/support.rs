@@ -290,8 +290,18 @@ pub struct Stack {
 
 impl Stack {
     pub fn up() -> Self {
+        let mut project = Project::new();
+        if std::env::var_os("OPSBOX_IT_CACHE_DIR").is_none() {
+            // The cache the other test binary fills through the real fetch path.
+            let shared = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .parent()
+                .expect("target dir")
+                .join("test-cache");
+            std::fs::create_dir_all(&shared).expect("create the shared test cache");
+            project.cache_dir = shared;
+        }
         let stack = Self {
-            project: Project::new(),
+            project,
             nats_port: free_port(),
             nats_monitor_port: free_port(),
             postgres_port: free_port(),

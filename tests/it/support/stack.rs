@@ -141,7 +141,10 @@ impl Opsbox {
 
     /// `opsbox up` with these services, in the foreground, as a child process.
     pub fn up_foreground(&self, services: &str) -> Foreground {
-        let log = self.home.path().join(format!("up-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = self
+            .home
+            .path()
+            .join(format!("up-{}.log", Instant::now().elapsed().as_nanos()));
         let stderr = std::fs::File::create(&log).unwrap();
         let child = self
             .command()
@@ -225,7 +228,9 @@ impl Opsbox {
             .postgres_config("postgres")
             .connect(tokio_postgres::NoTls)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to postgres on {}: {e}", self.postgres_port));
+            .unwrap_or_else(|e| {
+                panic!("cannot connect to postgres on {}: {e}", self.postgres_port)
+            });
         tokio::spawn(connection);
         client
     }
@@ -260,7 +265,11 @@ impl Foreground {
     }
 
     /// Send `signal` and wait for the exit, at most `within`.
-    pub fn stop(&mut self, signal: nix::sys::signal::Signal, within: Duration) -> std::process::ExitStatus {
+    pub fn stop(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        within: Duration,
+    ) -> std::process::ExitStatus {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
         let began = Instant::now();
         loop {
