@@ -15,7 +15,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Fetch(#[from] FetchError),
+    Fetch(Box<FetchError>),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -78,6 +78,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<FetchError> for Error {
+    fn from(error: FetchError) -> Self {
+        Error::Fetch(Box::new(error))
+    }
 }
 
 impl Error {

@@ -399,7 +399,7 @@ async fn detach(settings: &Settings, args: &UpArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let log = settings.state.log(None);
-    let offset = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let mut progress = LogFollower::at_end(log.clone());
     let exe =
         std::env::current_exe().map_err(|e| Error::io("cannot find the opsbox executable", e))?;
     let mut spec = ChildSpec::new("opsbox supervisor", exe, log.clone());
@@ -409,13 +409,14 @@ async fn detach(settings: &Settings, args: &UpArgs) -> Result<ExitCode> {
     let began = Instant::now();
     let timeout = Duration::from_secs(args.wait_timeout);
     loop {
+        // Show the background supervisor's progress lines as they come.
+        for line in progress.new_lines() {
+            output::info(&line);
+        }
         if let Ok(Some(status)) = child.try_wait() {
-            let text = std::fs::read(&log).unwrap_or_default();
-            let new =
-                String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).to_string();
-            new.lines()
-                .filter(|l| !l.is_empty())
-                .for_each(eprintln_line);
+            for line in progress.new_lines() {
+                output::info(&line);
+            }
             return Err(Error::Message(format!(
                 "the opsbox supervisor exited ({status}) before the stack was ready; its log is {}",
                 log.display()
@@ -429,7 +430,7 @@ async fn detach(settings: &Settings, args: &UpArgs) -> Result<ExitCode> {
                 .all(|s| s.state == ServiceState::Ready)
         {
             output::info(&format!(
-                "opsbox: all services ready in {} ms (supervisor pid {})",
+                "opsbox: running in the background after {} ms (supervisor pid {})",
                 began.elapsed().as_millis(),
                 run_file.supervisor.pid
             ));
@@ -477,8 +478,47 @@ async fn detach(settings: &Settings, args: &UpArgs) -> Result<ExitCode> {
     }
 }
 
-fn eprintln_line(line: &str) {
-    output::info(&format!("  | {line}"));
+/// Complete new lines appended to a log since the last look.
+struct LogFollower {
+    path: std::path::PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl LogFollower {
+    fn at_end(path: std::path::PathBuf) -> Self {
+        let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+        Self {
+            path,
+            offset,
+            partial: Vec::new(),
+        }
+    }
+
+    fn new_lines(&mut self) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        if file.metadata().map_or(0, |m| m.len()) <= self.offset {
+            return Vec::new();
+        }
+        let mut bytes = Vec::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut bytes).is_err()
+        {
+            return Vec::new();
+        }
+        self.offset += bytes.len() as u64;
+        self.partial.extend_from_slice(&bytes);
+        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        String::from_utf8_lossy(&complete)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// The command line of the background supervisor: everything resolved, so it runs exactly the

@@ -90,7 +90,7 @@ pub async fn spawn(spec: &ChildSpec) -> Result<RunningChild, SupervisorError> {
         .create(true)
         .append(true)
         .open(&spec.log)
-        .map_err(|e| log_error(e))?
+        .map_err(&log_error)?
         .into_file();
     let stderr = log.try_clone().map_err(log_error)?;
 
@@ -234,7 +234,7 @@ pub fn spawn_detached(spec: &ChildSpec) -> Result<std::process::Child, Superviso
         .create(true)
         .append(true)
         .open(&spec.log)
-        .map_err(|e| log_error(e))?
+        .map_err(&log_error)?
         .into_file();
     let stderr = log.try_clone().map_err(log_error)?;
     let mut command = std::process::Command::new(&spec.program);

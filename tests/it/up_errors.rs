@@ -95,3 +95,34 @@ fn offline_with_an_empty_cache_says_what_is_missing() {
         "hint says how to get it: {text}"
     );
 }
+
+#[test]
+fn up_detached_with_a_taken_port_fails_fast_and_names_the_service() {
+    let opsbox = Opsbox::new();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", opsbox.postgres_port)).unwrap();
+    let began = std::time::Instant::now();
+    let output = opsbox
+        .command()
+        .args(["up", "-d", "--wait-timeout", "1"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot start postgres: port {}",
+            opsbox.postgres_port
+        )),
+        "the error names the service and port:\n{text}"
+    );
+    assert!(text.contains("--postgres-port"), "{text}");
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        began.elapsed()
+    );
+    drop(squatter);
+    let status = opsbox.run(&["status"]);
+    assert_eq!(status.status.code(), Some(1), "nothing is left running");
+}
