@@ -39,26 +39,23 @@ pub(crate) async fn run(
         .map(|part| part.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if let Some(dir) = current_dir {
-        command.current_dir(dir);
-    }
-    if let Some(path) = path_env {
-        command.env("PATH", path);
-    }
-    let output = command
-        .output()
-        .await
-        .map_err(|source| FetchError::CommandSpawn {
-            name: name.into(),
-            version: version.into(),
-            command: command_text.clone(),
-            source,
-        })?;
+    let path_pair = path_env.map(|path| (OsStr::new("PATH"), path));
+    let env: Vec<(&OsStr, &OsStr)> = path_pair.into_iter().collect();
+    // Package clients may be slow but must not hang `up` forever.
+    let output = crate::supervisor::capture_output(
+        program,
+        args,
+        current_dir,
+        &env,
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .map_err(|source| FetchError::CommandSpawn {
+        name: name.into(),
+        version: version.into(),
+        command: command_text.clone(),
+        source,
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stderr = stderr.trim();

@@ -260,3 +260,30 @@ pub fn spawn_detached(spec: &ChildSpec) -> Result<std::process::Child, Superviso
         source,
     })
 }
+
+/// Run a short-lived helper command (pip, npm, `--version`) to completion and capture its
+/// output; killed if it runs past `timeout`.
+pub async fn capture_output(
+    program: &std::ffi::OsStr,
+    args: &[&std::ffi::OsStr],
+    cwd: Option<&std::path::Path>,
+    env: &[(&std::ffi::OsStr, &std::ffi::OsStr)],
+    timeout: Duration,
+) -> std::io::Result<std::process::Output> {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    match tokio::time::timeout(timeout, command.output()).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("did not finish within {} s", timeout.as_secs()),
+        )),
+    }
+}

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 
 pub use account::Account;
 pub use backoff::Backoff;
-pub use child::{ChildSpec, RunningChild, run_to_completion, spawn, spawn_detached};
+pub use child::{
+    ChildSpec, RunningChild, capture_output, run_to_completion, spawn, spawn_detached,
+};
 pub use process::ProcessIdentity;
 
 #[derive(Debug, thiserror::Error)]
