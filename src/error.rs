@@ -33,7 +33,7 @@ pub enum Error {
         flag: &'static str,
         ours: bool,
     },
-    #[error("{service} did not become ready within {waited_secs} s: {reason}")]
+    #[error("{service} did not become ready: {reason} (after {waited_secs} s)")]
     NotReady {
         service: ServiceName,
         waited_secs: u64,

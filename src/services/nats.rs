@@ -106,7 +106,10 @@ impl NatsService {
         let client = self.probe_addr(self.port);
         loop {
             if let Some(status) = child.try_exited() {
-                return Err(self.not_ready(started, format!("nats-server exited ({status})")));
+                return Err(self.not_ready(
+                    started,
+                    format!("nats-server exited during start-up ({status})"),
+                ));
             }
             if probe::http_status(monitor, "/healthz?js-enabled-only=true").await == Some(200)
                 && probe::tcp(client).await

@@ -320,7 +320,10 @@ impl PostgresService {
         let mut last_error = String::from("no answer yet");
         loop {
             if let Some(status) = child.try_exited() {
-                return Err(self.not_ready(started, format!("postgres exited ({status})")));
+                return Err(self.not_ready(
+                    started,
+                    format!("postgres exited during start-up ({status})"),
+                ));
             }
             if probe::tcp(addr).await {
                 match self.query_one(database).await {

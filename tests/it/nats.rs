@@ -110,3 +110,58 @@ fn nats_listens_on_loopback_only_by_default() {
     }
     up.stop(Signal::SIGINT, Duration::from_secs(30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_jetstream_block_file_does_not_stop_the_next_start() {
+    let opsbox = Opsbox::new();
+    let mut up = opsbox.up_foreground("nats");
+    opsbox.wait_ready(&mut up, Duration::from_secs(120));
+    let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for i in 0..100 {
+        js.publish("enterprise.test.truncate", format!("message {i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    drop(js);
+    up.stop(Signal::SIGTERM, Duration::from_secs(30));
+
+    let msgs = opsbox
+        .data_dir
+        .join("nats/jetstream/jetstream/$G/streams/EVENTS/msgs");
+    let block = std::fs::read_dir(&msgs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "blk"))
+        .expect("a message block file");
+    let length = std::fs::metadata(&block).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&block)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+
+    let mut up = opsbox.up_foreground("nats");
+    opsbox.wait_ready(&mut up, Duration::from_secs(60));
+    let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("EVENTS").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert!(
+        state.messages > 0 && state.messages < 100,
+        "the messages before the cut are served: {state:?}"
+    );
+    let first = stream.get_raw_message(state.first_sequence).await.unwrap();
+    assert_eq!(&first.payload[..], b"message 0");
+    // The stream still takes writes.
+    js.publish("enterprise.test.truncate", "after".into())
+        .await
+        .unwrap()
+        .await
+        .expect("EVENTS accepts new messages after recovering from the truncated block");
+    up.stop(Signal::SIGTERM, Duration::from_secs(30));
+}

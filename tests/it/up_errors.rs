@@ -126,3 +126,58 @@ fn up_detached_with_a_taken_port_fails_fast_and_names_the_service() {
     let status = opsbox.run(&["status"]);
     assert_eq!(status.status.code(), Some(1), "nothing is left running");
 }
+
+#[test]
+fn an_unknown_key_in_nats_conf_is_reported_with_nats_servers_words_and_no_restarts() {
+    let project = project_copy();
+    let conf = project.path().join("ops/nats.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nno_such_setting: 1\n");
+    std::fs::write(&conf, text).unwrap();
+    let opsbox = Opsbox::with_project(project.path().to_path_buf());
+    let output = opsbox
+        .command()
+        .args(["up", "--services", "nats"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("nats-server exited"), "{text}");
+    assert!(
+        text.contains("unknown field \"no_such_setting\""),
+        "the log line from nats-server is shown:\n{text}"
+    );
+    let log = std::fs::read_to_string(opsbox.data_dir.join("logs/nats.log")).unwrap();
+    assert_eq!(
+        log.matches("unknown field").count(),
+        1,
+        "a bad config is not retried in a loop:\n{log}"
+    );
+}
+
+#[test]
+fn an_unusable_data_dir_is_named_with_a_hint() {
+    let mut opsbox = Opsbox::new();
+    // A regular file where a directory is needed: fails for root too.
+    let blocker = opsbox.home.path().join("not-a-dir");
+    std::fs::write(&blocker, "file").unwrap();
+    opsbox.data_dir = blocker.join("data");
+    let output = opsbox
+        .command()
+        .args(["up", "--services", "nats"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot create the data directory {}",
+            opsbox.data_dir.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("--data-dir"), "hint: {text}");
+    assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "file");
+}
