@@ -165,3 +165,48 @@ async fn a_truncated_jetstream_block_file_does_not_stop_the_next_start() {
         .expect("EVENTS accepts new messages after recovering from the truncated block");
     up.stop(Signal::SIGTERM, Duration::from_secs(30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced() {
+    let project = crate::support::stack::project_copy();
+    let opsbox = Opsbox::with_project(project.path().to_path_buf());
+    let mut up = opsbox.up_foreground("nats");
+    opsbox.wait_ready(&mut up, Duration::from_secs(120));
+    let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.publish("enterprise.keep", "precious".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    drop(js);
+    up.stop(Signal::SIGTERM, Duration::from_secs(30));
+
+    let script = project.path().join("ops/setup_streams.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(&script, text.replace("\"enterprise.>\"", "\"historian.>\"")).unwrap();
+    let output = opsbox
+        .command()
+        .args(["up", "--services", "nats"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stream EVENTS exists with subjects [\"enterprise.>\"]")
+            && stderr.contains("historian.>"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("never deletes"), "{stderr}");
+
+    // Back to the original definition: the message is still there.
+    std::fs::write(&script, text).unwrap();
+    let mut up = opsbox.up_foreground("nats");
+    opsbox.wait_ready(&mut up, Duration::from_secs(60));
+    let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    assert_eq!(&stream.get_raw_message(1).await.unwrap().payload[..], b"precious");
+    up.stop(Signal::SIGTERM, Duration::from_secs(30));
+}
