@@ -75,6 +75,16 @@ async fn published_event_is_stored_in_events_and_survives_a_restart() {
     let first = messages.next().await.unwrap().unwrap();
     assert_eq!(&first.payload[..], b"order 42");
 
+    let log = std::fs::read_to_string(opsbox.data_dir.join("logs/nats.log")).unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[WRN]") || l.contains("[ERR]") || l.contains("ebuil"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "the restart after a graceful stop logged warnings: {warnings:#?}"
+    );
+
     let stderr = up.stderr();
     assert!(
         stderr.contains("nats-server 2."),
