@@ -84,6 +84,29 @@ impl CacheEntry {
         EntryState::Valid
     }
 
+    /// Whether the entry can be used as it is. A corrupt entry is reported and removed, so it
+    /// is fetched again.
+    pub(crate) fn usable(
+        &self,
+        fetcher: &super::Fetcher,
+        subject: Subject<'_>,
+    ) -> Result<bool, FetchError> {
+        match self.check() {
+            EntryState::Valid => Ok(true),
+            EntryState::Missing => Ok(false),
+            EntryState::Corrupt(reason) => {
+                fetcher.reporter.warn(&format!(
+                    "the cached {} {} in {} is corrupt ({reason}); fetching it again",
+                    subject.name,
+                    subject.version,
+                    self.dir.display()
+                ));
+                self.remove(subject)?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Removes a corrupt entry so it can be fetched again.
     pub(crate) fn remove(&self, subject: Subject<'_>) -> Result<(), FetchError> {
         match fs_err::remove_dir_all(&self.dir) {

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::cache::{CacheEntry, EntryState};
+use super::cache::CacheEntry;
 use super::download::{Subject, describe, download_verified, fetch_text, find_checksum};
 use super::error::FetchError;
 use super::{Fetcher, NatsBinary, Source, pip, platform, system};
@@ -161,25 +161,16 @@ fn from_cache(
     entry: &CacheEntry,
     subject: Subject<'_>,
 ) -> Result<Option<NatsBinary>, FetchError> {
-    match entry.check() {
-        EntryState::Valid => Ok(Some(resolved(
-            fetcher,
-            entry.dir.join(NAME),
-            subject.version.into(),
-            Source::Cache,
-            false,
-        ))),
-        EntryState::Missing => Ok(None),
-        EntryState::Corrupt(reason) => {
-            fetcher.reporter.warn(&format!(
-                "the cached {NAME} {} in {} is corrupt ({reason}); fetching it again",
-                subject.version,
-                entry.dir.display()
-            ));
-            entry.remove(subject)?;
-            Ok(None)
-        }
+    if !entry.usable(fetcher, subject)? {
+        return Ok(None);
     }
+    Ok(Some(resolved(
+        fetcher,
+        entry.dir.join(NAME),
+        subject.version.into(),
+        Source::Cache,
+        false,
+    )))
 }
 
 /// Downloads the release archive, verifies it against `SHA256SUMS`, and installs the binary

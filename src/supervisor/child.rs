@@ -79,9 +79,8 @@ pub struct RunningChild {
     child: tokio::process::Child,
 }
 
-/// Start `spec` in its own session (so terminal signals reach opsbox only, and the child's
-/// process group can be killed as a whole), with the parent-death signal set.
-pub async fn spawn(spec: &ChildSpec) -> Result<RunningChild, SupervisorError> {
+/// The child's log, opened for appending, once for stdout and once for stderr.
+fn open_log(spec: &ChildSpec) -> Result<(std::fs::File, std::fs::File), SupervisorError> {
     let log_error = |source| SupervisorError::Log {
         path: spec.log.clone(),
         source,
@@ -93,6 +92,13 @@ pub async fn spawn(spec: &ChildSpec) -> Result<RunningChild, SupervisorError> {
         .map_err(&log_error)?
         .into_file();
     let stderr = log.try_clone().map_err(log_error)?;
+    Ok((log, stderr))
+}
+
+/// Start `spec` in its own session (so terminal signals reach opsbox only, and the child's
+/// process group can be killed as a whole), with the parent-death signal set.
+pub async fn spawn(spec: &ChildSpec) -> Result<RunningChild, SupervisorError> {
+    let (log, stderr) = open_log(spec)?;
 
     let mut command = tokio::process::Command::new(&spec.program);
     command
@@ -226,17 +232,7 @@ pub async fn run_to_completion(spec: &ChildSpec, action: &str) -> Result<(), Sup
 /// signal, not killed when the handle is dropped. Used for the detached supervisor only.
 pub fn spawn_detached(spec: &ChildSpec) -> Result<std::process::Child, SupervisorError> {
     use std::os::unix::process::CommandExt;
-    let log_error = |source| SupervisorError::Log {
-        path: spec.log.clone(),
-        source,
-    };
-    let log = fs_err::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .map_err(&log_error)?
-        .into_file();
-    let stderr = log.try_clone().map_err(log_error)?;
+    let (log, stderr) = open_log(spec)?;
     let mut command = std::process::Command::new(&spec.program);
     command
         .args(&spec.args)

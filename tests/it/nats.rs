@@ -217,6 +217,9 @@ async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced(
     let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("EVENTS").await.unwrap();
-    assert_eq!(&stream.get_raw_message(1).await.unwrap().payload[..], b"precious");
+    assert_eq!(
+        &stream.get_raw_message(1).await.unwrap().payload[..],
+        b"precious"
+    );
     up.stop(Signal::SIGTERM, Duration::from_secs(30));
 }
