@@ -163,6 +163,17 @@ impl Settings {
         })
     }
 
+    /// Settings for commands that only need the project (no host, port or binary flags).
+    pub fn for_project(global: &GlobalArgs) -> Result<Settings> {
+        Self::resolve(
+            global,
+            None,
+            &PortArgs::default(),
+            &BinaryArgs::default(),
+            &[],
+        )
+    }
+
     pub fn runs(&self, service: ServiceName) -> bool {
         self.services.contains(&service)
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::cli::{BinaryArgs, DownArgs, GlobalArgs, PortArgs};
+use crate::cli::{DownArgs, GlobalArgs};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::settings::Settings;
@@ -21,13 +21,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 const STARTING_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(global: &GlobalArgs, args: &DownArgs) -> Result<ExitCode> {
-    let settings = Settings::resolve(
-        global,
-        None,
-        &PortArgs::default(),
-        &BinaryArgs::default(),
-        &[],
-    )?;
+    let settings = Settings::for_project(global)?;
     let state = &settings.state;
     // Check before stopping anything, so a refused delete has no side effects.
     if args.volumes {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{BinaryArgs, GlobalArgs, LogsArgs, PortArgs};
+use crate::cli::{GlobalArgs, LogsArgs};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::services::ServiceName;
@@ -26,13 +26,7 @@ const TAIL_BLOCK: u64 = 64 * 1024;
 
 pub async fn run(global: &GlobalArgs, args: &LogsArgs) -> Result<ExitCode> {
     let names = select(&args.services)?;
-    let settings = Settings::resolve(
-        global,
-        None,
-        &PortArgs::default(),
-        &BinaryArgs::default(),
-        &[],
-    )?;
+    let settings = Settings::for_project(global)?;
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     let prefixed = names.len() > 1;
     let mut logs: Vec<FollowedLog> = names

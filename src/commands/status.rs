@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, StatusArgs};
+use crate::cli::{GlobalArgs, StatusArgs};
 use crate::error::Result;
 use crate::output;
 use crate::services::ServiceName;
@@ -47,13 +47,7 @@ impl ServiceStatus {
 }
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
-    let settings = Settings::resolve(
-        global,
-        None,
-        &PortArgs::default(),
-        &BinaryArgs::default(),
-        &[],
-    )?;
+    let settings = Settings::for_project(global)?;
     let state_dir = &settings.state;
     let presence = state::presence(state_dir)?;
     let report = match &presence {
