@@ -208,7 +208,8 @@ impl PostgresService {
         let spec = self.server_spec(&staging, "127.0.0.1");
         let mut child = spawn(&spec).await?;
         let setup = async {
-            self.wait_ready_at(&mut child, timeout, "postgres").await?;
+            self.wait_ready_at(&mut child, timeout, &staging, "postgres")
+                .await?;
             self.ensure_database().await?;
             self.run_init_scripts().await
         }
@@ -306,13 +307,15 @@ impl PostgresService {
 
     /// Ready = an authenticated `SELECT 1` on the target database.
     pub async fn wait_ready(&self, child: &mut RunningChild, timeout: Duration) -> Result<()> {
-        self.wait_ready_at(child, timeout, &self.database).await
+        self.wait_ready_at(child, timeout, &self.data_dir, &self.database)
+            .await
     }
 
     async fn wait_ready_at(
         &self,
         child: &mut RunningChild,
         timeout: Duration,
+        data_dir: &Path,
         database: &str,
     ) -> Result<()> {
         let started = Instant::now();
@@ -325,7 +328,9 @@ impl PostgresService {
                     format!("postgres exited during start-up ({status})"),
                 ));
             }
-            if probe::tcp(addr).await {
+            // The postmaster marks itself ready in postmaster.pid (what pg_ctl waits for);
+            // querying before that only fills the log with "starting up" refusals.
+            if postmaster_says_ready(data_dir) && probe::tcp(addr).await {
                 match self.query_one(database).await {
                     Ok(()) => return Ok(()),
                     Err(e) => last_error = e,
@@ -462,6 +467,14 @@ impl PostgresService {
         }
         Ok(())
     }
+}
+
+/// Whether the postmaster.pid in `data_dir` has reached the "ready" status line.
+fn postmaster_says_ready(data_dir: &Path) -> bool {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().nth(7).map(|line| line.trim() == "ready"))
+        .unwrap_or(false)
 }
 
 /// Flush everything under `dir` to disk (initdb ran with --no-sync).
