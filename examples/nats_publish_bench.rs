@@ -53,7 +53,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if pending.len() == IN_FLIGHT
             && let Some(ack) = pending.pop_front()
         {
-            let ack: jetstream::context::PublishAckFuture = ack;
             ack.await?;
             count += 1;
         }
