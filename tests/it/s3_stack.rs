@@ -131,12 +131,20 @@ async fn opsbox_killed_during_s3_puts_keeps_acked_objects_and_never_partial_ones
     for i in 0..4 {
         plan.push((format!("fault/once-{i}"), random_in(0..=64 * MIB)));
     }
+    // Every body is ready before the first PUT starts, so all eight run at the same time.
+    let bodies: Vec<(String, Vec<u8>, Version)> = plan
+        .iter()
+        .map(|(key, size)| {
+            let body = random_bytes(*size);
+            let version = Version::of(&body);
+            (key.clone(), body, version)
+        })
+        .collect();
+    let began = Instant::now();
     let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
-    for (key, size) in &plan {
-        let body = random_bytes(*size);
-        let version = Version::of(&body);
+    for (key, body, version) in bodies {
         sent.entry(key.clone()).or_default().push(version.clone());
-        let (client, key, done) = (client.clone(), key.clone(), done.clone());
+        let (client, done) = (client.clone(), done.clone());
         tokio::spawn(async move {
             let result = client
                 .put_object()
@@ -157,7 +165,6 @@ async fn opsbox_killed_during_s3_puts_keeps_acked_objects_and_never_partial_ones
     );
 
     // Kill opsbox as soon as three PUTs got 200.
-    let began = Instant::now();
     let mut acked: BTreeMap<String, Version> = BTreeMap::new();
     let mut failed_before_kill = Vec::new();
     let mut finished = 0;
@@ -278,10 +285,15 @@ async fn opsbox_killed_during_s3_puts_keeps_acked_objects_and_never_partial_ones
         "after a SIGKILL during PUTs and a restart:\n{}",
         problems.join("\n")
     );
+    let new_versions = found
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_none_or(|o| o.sha256 != v.sha256))
+        .count();
     eprintln!(
-        "fault 7: {} acked objects intact, {} keys readable, none partial",
-        acked.len(),
-        found.len()
+        "fault 7: acked {:?} intact; {} of {} keys readable ({new_versions} with the version of the fault round), none partial",
+        acked.keys().collect::<Vec<_>>(),
+        found.len(),
+        sent.len()
     );
     up.stop(Signal::SIGTERM, Duration::from_secs(30));
 }
