@@ -252,7 +252,7 @@ async fn opsbox_killed_during_s3_puts_keeps_acked_objects_and_never_partial_ones
     }
     // Keys written once before the fault were acknowledged: they must still be there.
     for (key, first) in &old {
-        if !acked.contains_key(key) && found.get(key).is_none() {
+        if !acked.contains_key(key) && !found.contains_key(key) {
             problems.push(format!(
                 "{key}: its acknowledged first version ({} bytes) is gone",
                 first.size
@@ -770,12 +770,15 @@ fn with_descendants(pids: &[i32]) -> BTreeSet<i32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_stack_listens_only_on_loopback_and_answers_minio_health() {
+async fn detached_full_stack_listens_only_on_loopback_and_answers_minio_health() {
     let opsbox = Opsbox::new();
-    let mut up = opsbox.up_foreground("nats,postgres,s3");
-    opsbox.wait_ready(&mut up, Duration::from_secs(180));
+    // `up -d` returns once every service is ready; the supervisor is in the run file.
+    opsbox.up_detached("nats,postgres,s3");
     let run = opsbox.run_file().expect("a run file while the stack runs");
-    let mut pids = vec![up.pid()];
+    let supervisor = run["supervisor"]["pid"]
+        .as_i64()
+        .expect("the run file names the supervisor's pid") as i32;
+    let mut pids = vec![supervisor];
     for service in run["services"].as_array().unwrap() {
         if let Some(pid) = service["process"]["pid"].as_i64() {
             pids.push(pid as i32);
@@ -839,5 +842,10 @@ async fn full_stack_listens_only_on_loopback_and_answers_minio_health() {
             );
         }
     }
-    up.stop(Signal::SIGTERM, Duration::from_secs(60));
+    let down = opsbox.run(&["down"]);
+    assert!(
+        down.status.success(),
+        "opsbox down failed after the loopback checks:\n{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
 }
