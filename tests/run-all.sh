@@ -7,10 +7,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-# Debian packages: docker-compose 1.x validates compose files offline; curl probes HTTP.
+# Debian packages: docker-compose 1.x validates compose files offline; curl probes HTTP;
+# rclone and s3cmd are S3 clients the tests run against `opsbox up`.
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v curl >/dev/null || missing+=(curl)
+command -v rclone >/dev/null || missing+=(rclone)
+command -v s3cmd >/dev/null || missing+=(s3cmd)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== apt-get install ${missing[*]}"
     apt-get update

@@ -5,5 +5,6 @@ mod faults;
 mod fetch;
 mod nats;
 mod postgres;
+mod s3_stack;
 mod support;
 mod up_errors;

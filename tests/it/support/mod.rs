@@ -3,4 +3,5 @@
 pub mod artifacts;
 pub mod mirror;
 pub mod recorder;
+pub mod s3;
 pub mod stack;
