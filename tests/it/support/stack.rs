@@ -160,6 +160,23 @@ impl Opsbox {
         Foreground { child, log }
     }
 
+    /// `opsbox up -d` with these services; asserts it succeeded.
+    pub fn up_detached(&self, services: &str) -> Output {
+        let output = self
+            .command()
+            .args(["up", "-d", "--services", services])
+            .args(self.port_args())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "opsbox up -d --services {services} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
     pub fn run_file(&self) -> Option<Value> {
         let bytes = std::fs::read(self.data_dir.join("run.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
