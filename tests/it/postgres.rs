@@ -120,3 +120,88 @@ fn a_data_dir_of_another_major_version_is_refused_and_left_untouched() {
     assert!(stderr.contains("hint:"), "{stderr}");
     assert_eq!(tree_digest(&pgdata), before, "the data dir was changed");
 }
+
+/// The non-root path: as root in CI, run opsbox itself as `nobody` (PostgreSQL then runs as the
+/// invoking user, with no account switch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_as_a_normal_user_too() {
+    let opsbox = Opsbox::new();
+    let as_root = nix::unistd::Uid::effective().is_root();
+    if as_root {
+        std::fs::create_dir_all(&opsbox.data_dir).unwrap();
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("a nobody account");
+        nix::unistd::chown(&opsbox.data_dir, Some(nobody.uid), Some(nobody.gid)).unwrap();
+        // Warm the shared cache as root first, so the test does not depend on nobody's npm/pip.
+        let fetched = opsbox.command().arg("fetch").output().unwrap();
+        assert!(
+            fetched.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fetched.stderr)
+        );
+    }
+    let mut command = if as_root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "nobody", "--"])
+            .arg(env!("CARGO_BIN_EXE_opsbox"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_opsbox"))
+    };
+    let output = command
+        .env("HOME", opsbox.home.path())
+        .env("OPSBOX_CACHE_DIR", &opsbox.cache_dir)
+        .arg("--offline")
+        .arg("--data-dir")
+        .arg(&opsbox.data_dir)
+        .args(["up", "-d", "--services", "postgres"])
+        .args(opsbox.port_args())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "up -d as a normal user failed:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("unprivileged account"),
+        "no account switch for a normal user:\n{stderr}"
+    );
+    let client = opsbox.postgres().await;
+    let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
+    assert_eq!(fsync, "on");
+    let pid: i64 = opsbox.run_file().unwrap()["services"][0]["process"]["pid"]
+        .as_i64()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        !uid_line.split_whitespace().any(|f| f == "0"),
+        "the postmaster runs as root: {uid_line}"
+    );
+    drop(client);
+    let mut down = if as_root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "nobody", "--"])
+            .arg(env!("CARGO_BIN_EXE_opsbox"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_opsbox"))
+    };
+    let stopped = down
+        .arg("--data-dir")
+        .arg(&opsbox.data_dir)
+        .arg("down")
+        .output()
+        .unwrap();
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+}
