@@ -41,8 +41,8 @@ if command -v pyenv >/dev/null; then
     pyenv rehash || true
 fi
 
-echo "== cargo build"
-cargo build
+echo "== cargo build (the binary and every test target, with the test features: built once)"
+cargo test --no-run
 
 for check in tests/infra/*.sh; do
     echo "== bash $check"
