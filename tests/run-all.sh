@@ -51,7 +51,7 @@ done
 
 echo "== cargo test"
 set +e
-cargo test -- --test-threads=4 2>&1 | tee "$ROOT/target/test-output.log"
+cargo test --no-fail-fast -- --test-threads=4 2>&1 | tee "$ROOT/target/test-output.log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary.

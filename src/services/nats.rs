@@ -111,8 +111,10 @@ impl NatsService {
                     format!("nats-server exited during start-up ({status})"),
                 ));
             }
-            if probe::http_status(monitor, "/healthz?js-enabled-only=true").await == Some(200)
-                && probe::tcp(client).await
+            // The client port first: it opens after JetStream is up, so the health check that
+            // follows passes at once instead of logging a failed check in nats-server's log.
+            if probe::tcp(client).await
+                && probe::http_status(monitor, "/healthz?js-enabled-only=true").await == Some(200)
             {
                 return Ok(());
             }
