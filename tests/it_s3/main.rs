@@ -344,6 +344,50 @@ async fn etag_is_stored_at_write_time_not_recomputed() {
 }
 
 #[tokio::test]
+async fn data_renamed_without_its_metadata_is_served_consistently() {
+    if stock() {
+        return;
+    }
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    put(&c, "preset", "torn", b"version one").await;
+    // The state a crash between the data rename and the metadata rename leaves: a new data
+    // file (new inode) next to the old version's metadata (old ETag, old checksums).
+    let data = files_under(&s3.root())
+        .into_iter()
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == b"version one"))
+        .unwrap();
+    let replacement = data.with_extension("replacement");
+    std::fs::write(&replacement, b"version two, longer").unwrap();
+    std::fs::rename(&replacement, &data).unwrap();
+
+    let head = c
+        .head_object()
+        .bucket("preset")
+        .key("torn")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.e_tag(),
+        Some(quoted(&md5_hex(b"version two, longer")).as_str()),
+        "the ETag belongs to the bytes on disk"
+    );
+    // A checksum-validating GET must not see the old version's checksum.
+    assert_eq!(get(&c, "preset", "torn").await, b"version two, longer");
+    let listed = c.list_objects_v2().bucket("preset").send().await.unwrap();
+    let object = listed
+        .contents()
+        .iter()
+        .find(|o| o.key() == Some("torn"))
+        .unwrap();
+    assert_eq!(
+        object.e_tag(),
+        Some(quoted(&md5_hex(b"version two, longer")).as_str())
+    );
+}
+
+#[tokio::test]
 async fn range_get() {
     let s3 = Endpoint::start().await;
     let c = s3.client();

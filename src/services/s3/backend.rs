@@ -298,10 +298,25 @@ impl Backend {
         }
     }
 
-    async fn read_meta(&self, bucket: &str, key: &str) -> S3Result<Option<ObjectMeta>> {
+    /// The metadata of the object whose data file `stat` describes; rebuilt from the data
+    /// when it is missing or was left from another version by a crash.
+    async fn object_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        stat: &std::fs::Metadata,
+    ) -> S3Result<ObjectMeta> {
+        let layout = Arc::clone(&self.layout);
+        let data = self.layout.object_path(bucket, key);
         let path = self.layout.meta_path(bucket, key);
-        self.blocking("read object metadata", move || storage::read_meta(&path))
-            .await
+        let stat = stat.clone();
+        self.blocking("read object metadata", move || {
+            match storage::read_meta(&path)? {
+                Some(meta) if meta.describes(&stat) => Ok(meta),
+                _ => storage::rebuild_meta(&layout, &data, &path),
+            }
+        })
+        .await
     }
 
     /// Stream a request body into a temp file while hashing it; memory use is bounded by the buffer.
@@ -350,8 +365,16 @@ impl Backend {
         temp: TempPath,
         meta: &ObjectMeta,
     ) -> S3Result<()> {
+        let inode = file
+            .metadata()
+            .await
+            .map_err(|e| self.failed("stat", temp.path(), &e))?;
+        let meta = ObjectMeta {
+            data_inode: Some(std::os::unix::fs::MetadataExt::ino(&inode)),
+            ..meta.clone()
+        };
         let meta_json =
-            serde_json::to_vec(meta).map_err(|e| self.failed_any("encode metadata", e))?;
+            serde_json::to_vec(&meta).map_err(|e| self.failed_any("encode metadata", e))?;
         let meta_temp = self.layout.temp_path();
         let meta_temp_path = meta_temp.path().to_owned();
         // The two file fsyncs run concurrently, then both renames, then both directory
@@ -426,9 +449,11 @@ impl Backend {
                     let Ok(stat) = std::fs::metadata(&path) else {
                         continue;
                     };
-                    let meta = storage::read_meta(&layout.meta_path(&bucket, &key))
-                        .ok()
-                        .flatten();
+                    let meta_path = layout.meta_path(&bucket, &key);
+                    let meta = match storage::read_meta(&meta_path).ok().flatten() {
+                        Some(meta) if meta.describes(&stat) => Some(meta),
+                        _ => storage::rebuild_meta(&layout, &path, &meta_path).ok(),
+                    };
                     objects.push(Object {
                         key: Some(key),
                         size: Some(i64::try_from(stat.len()).unwrap_or(i64::MAX)),
@@ -661,6 +686,7 @@ impl S3 for Backend {
             checksum_sha1: computed.checksum_sha1.clone(),
             checksum_sha256: computed.checksum_sha256.clone(),
             checksum_crc64nvme: computed.checksum_crc64nvme.clone(),
+            data_inode: None,
         };
         self.commit(
             &input.bucket,
@@ -708,10 +734,7 @@ impl S3 for Backend {
         if stat.is_dir() {
             return Err(s3_error!(NoSuchKey));
         }
-        let meta = self
-            .read_meta(&input.bucket, &input.key)
-            .await?
-            .unwrap_or_default();
+        let meta = self.object_meta(&input.bucket, &input.key, &stat).await?;
         let file_len = stat.len();
         let (start, length, content_range) = match &input.range {
             None => (0, file_len, None),
@@ -774,10 +797,7 @@ impl S3 for Backend {
             }
             Err(e) => return Err(self.failed("stat object", &path, &e)),
         };
-        let meta = self
-            .read_meta(&input.bucket, &input.key)
-            .await?
-            .unwrap_or_default();
+        let meta = self.object_meta(&input.bucket, &input.key, &stat).await?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(i64::try_from(stat.len()).unwrap_or(i64::MAX)),
             last_modified: timestamp(stat.modified()),
@@ -819,13 +839,11 @@ impl S3 for Backend {
         self.require_bucket(&src_bucket)?;
         self.require_bucket(&input.bucket)?;
         let src_path = self.layout.object_path(&src_bucket, &src_key);
-        if !src_path.is_file() {
-            return Err(s3_error!(NoSuchKey));
-        }
-        let src_meta = self
-            .read_meta(&src_bucket, &src_key)
-            .await?
-            .unwrap_or_default();
+        let src_stat = match std::fs::metadata(&src_path) {
+            Ok(stat) if stat.is_file() => stat,
+            _ => return Err(s3_error!(NoSuchKey)),
+        };
+        let src_meta = self.object_meta(&src_bucket, &src_key, &src_stat).await?;
         if let Some(ETagCondition::ETag(expected)) = &input.copy_source_if_match
             && !ETag::Strong(src_meta.e_tag.clone()).strong_cmp(expected)
         {

@@ -53,6 +53,48 @@ pub struct ObjectMeta {
     pub checksum_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_crc64nvme: Option<String>,
+    /// The inode of the data file this metadata was written with. Data and metadata are two
+    /// renames; a crash between them would pair new bytes with old metadata. The inode tells:
+    /// a replaced data file always has a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_inode: Option<u64>,
+}
+
+impl ObjectMeta {
+    /// Whether this metadata was written together with the data file `stat` describes.
+    pub fn describes(&self, stat: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.data_inode.is_none_or(|inode| inode == stat.ino()) && self.size == stat.len()
+    }
+}
+
+/// Metadata for `data` rebuilt from its bytes (MD5 ETag, size; headers given at PUT are lost),
+/// stored durably at `meta_path`. Only for data whose metadata is missing or belongs to another
+/// version after a crash; the normal path never re-reads objects.
+pub fn rebuild_meta(layout: &Layout, data: &Path, meta_path: &Path) -> io::Result<ObjectMeta> {
+    use md5::Digest;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = fs_err::File::open(data)?;
+    let stat = file.metadata()?;
+    let mut md5 = md5::Md5::new();
+    let mut buffer = vec![0u8; 512 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buffer[..n]);
+    }
+    let meta = ObjectMeta {
+        e_tag: hex::encode(md5.finalize()),
+        size: stat.len(),
+        data_inode: Some(stat.ino()),
+        ..Default::default()
+    };
+    let json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+    write_durably(layout, &json, meta_path, layout.root())?;
+    Ok(meta)
 }
 
 /// Paths of the S3 root.
