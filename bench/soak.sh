@@ -25,11 +25,12 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
     fi
     printf '%s\n' "$out" >>"$log"
     # Lines printed by the tests: "nats: 10 kills, N acked, ..." / "postgres: 10 kills, N committed, ..."
-    a=$(printf '%s\n' "$out" | sed -n 's/^nats: 10 kills, \([0-9]*\) acked.*/\1/p' | head -n1)
-    c=$(printf '%s\n' "$out" | sed -n 's/^postgres: 10 kills, \([0-9]*\) committed.*/\1/p' | head -n1)
+    a=$(printf '%s\n' "$out" | sed -n 's/.*nats: 10 kills, \([0-9]*\) acked.*/\1/p' | head -n1)
+    c=$(printf '%s\n' "$out" | sed -n 's/.*postgres: 10 kills, \([0-9]*\) committed.*/\1/p' | head -n1)
     acked=$((acked + ${a:-0})); committed=$((committed + ${c:-0}))
     kills=$((kills + 21))
-    echo "round $rounds: failed rounds so far $failed_rounds, acked messages $acked, committed rows $committed"
+    slowest=$(printf '%s\n' "$out" | grep -o '[a-z]*: 10 kills, .*slowest return [0-9.]*[mµn]*s' | sed 's/: 10 kills.*slowest return / back within /' | paste -sd ';' -)
+    echo "round $rounds: failed rounds so far $failed_rounds, acked messages $acked, committed rows $committed ($slowest)"
 done
 
 echo "soak: $minutes min, $rounds rounds, $kills kill -9s (10 nats-server + 10 postmaster + 1 opsbox per round)"

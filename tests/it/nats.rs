@@ -195,12 +195,7 @@ async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced(
     let script = project.path().join("ops/setup_streams.sh");
     let text = std::fs::read_to_string(&script).unwrap();
     std::fs::write(&script, text.replace("\"enterprise.>\"", "\"historian.>\"")).unwrap();
-    let output = opsbox
-        .command()
-        .args(["up", "--services", "nats"])
-        .args(opsbox.port_args())
-        .output()
-        .unwrap();
+    let output = opsbox.up_expecting_failure("nats");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(

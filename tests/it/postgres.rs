@@ -105,12 +105,7 @@ fn a_data_dir_of_another_major_version_is_refused_and_left_untouched() {
     std::fs::write(pgdata.join("base/precious"), "rows from PostgreSQL 15").unwrap();
     let before = tree_digest(&pgdata);
 
-    let output = opsbox
-        .command()
-        .args(["up", "--services", "postgres"])
-        .args(opsbox.port_args())
-        .output()
-        .unwrap();
+    let output = opsbox.up_expecting_failure("postgres");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(

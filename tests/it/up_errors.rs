@@ -17,12 +17,7 @@ fn a_taken_port_is_named_with_its_owner_and_the_flag_to_change_it() {
     let before = tree_digest(&opsbox.data_dir);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", opsbox.nats_port)).unwrap();
 
-    let output = opsbox
-        .command()
-        .args(["up", "--services", "nats"])
-        .args(opsbox.port_args())
-        .output()
-        .unwrap();
+    let output = opsbox.up_expecting_failure("nats");
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
@@ -51,12 +46,7 @@ fn a_malformed_nats_conf_is_named() {
     let conf = project.path().join("ops/nats.conf");
     std::fs::write(&conf, "port: 4222\njetstream {\n  store_dir: \"/data\"\n").unwrap();
     let opsbox = Opsbox::with_project(project.path().to_path_buf());
-    let output = opsbox
-        .command()
-        .args(["up", "--services", "nats"])
-        .args(opsbox.port_args())
-        .output()
-        .unwrap();
+    let output = opsbox.up_expecting_failure("nats");
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("nats.conf"), "{text}");
@@ -135,12 +125,7 @@ fn an_unknown_key_in_nats_conf_is_reported_with_nats_servers_words_and_no_restar
     text.push_str("\nno_such_setting: 1\n");
     std::fs::write(&conf, text).unwrap();
     let opsbox = Opsbox::with_project(project.path().to_path_buf());
-    let output = opsbox
-        .command()
-        .args(["up", "--services", "nats"])
-        .args(opsbox.port_args())
-        .output()
-        .unwrap();
+    let output = opsbox.up_expecting_failure("nats");
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("nats-server exited"), "{text}");
@@ -163,12 +148,7 @@ fn an_unusable_data_dir_is_named_with_a_hint() {
     let blocker = opsbox.home.path().join("not-a-dir");
     std::fs::write(&blocker, "file").unwrap();
     opsbox.data_dir = blocker.join("data");
-    let output = opsbox
-        .command()
-        .args(["up", "--services", "nats"])
-        .args(opsbox.port_args())
-        .output()
-        .unwrap();
+    let output = opsbox.up_expecting_failure("nats");
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(

@@ -160,6 +160,16 @@ impl Opsbox {
         Foreground { child, log }
     }
 
+    /// `opsbox up` in the foreground for a start that is expected to fail: its output.
+    pub fn up_expecting_failure(&self, services: &str) -> Output {
+        self.command()
+            .args(["up", "--services", services])
+            .args(self.port_args())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// `opsbox up -d` with these services; asserts it succeeded.
     pub fn up_detached(&self, services: &str) -> Output {
         let output = self
