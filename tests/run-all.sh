@@ -16,8 +16,10 @@ command -v rclone >/dev/null || missing+=(rclone)
 command -v s3cmd >/dev/null || missing+=(s3cmd)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== apt-get install ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    "${as_root[@]}" apt-get update
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
 # Python packages: nats-server (the real server binary) and the S3 clients used by the tests.
