@@ -218,3 +218,38 @@ async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced(
     );
     up.stop(Signal::SIGTERM, Duration::from_secs(30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_a_project_the_compiled_in_ops_files_are_used() {
+    let opsbox = Opsbox::new();
+    let elsewhere = crate::support::stack::open_temp_dir();
+    let log = opsbox.home.path().join("up-outside.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_opsbox"))
+        .current_dir(elsewhere.path())
+        .env_remove("OPSBOX_PROJECT_DIR")
+        .env("OPSBOX_CACHE_DIR", &opsbox.cache_dir)
+        .arg("--data-dir")
+        .arg(&opsbox.data_dir)
+        .args(["up", "--services", "nats"])
+        .args(opsbox.port_args())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut up = crate::support::stack::Foreground { child, log };
+    opsbox.wait_ready(&mut up, Duration::from_secs(120));
+    let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream("EVENTS")
+        .await
+        .expect("EVENTS from the built-in setup_streams.sh");
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(subjects, vec!["enterprise.>".to_string()]);
+    let run = opsbox.run_file().unwrap();
+    assert_eq!(
+        run["project_dir"],
+        serde_json::Value::Null,
+        "no project was found: {run}"
+    );
+    up.stop(Signal::SIGTERM, Duration::from_secs(30));
+}
