@@ -39,13 +39,8 @@ pub(crate) async fn resolve(
             });
         }
         let found = system::binary_version(NAME, &path).await?;
-        return Ok(resolved(
-            fetcher,
-            path,
-            found,
-            Source::Explicit(Default::default()),
-            true,
-        ));
+        let source = Source::Explicit(path.clone());
+        return Ok(resolved(fetcher, path, found, source));
     }
 
     let entry = CacheEntry::new(&fetcher.cache_dir, NAME, version, vec![NAME]);
@@ -67,7 +62,6 @@ pub(crate) async fn resolve(
                     entry.dir.join(NAME),
                     version.into(),
                     Source::Download(url),
-                    false,
                 ));
             }
             Err(error) => {
@@ -85,7 +79,6 @@ pub(crate) async fn resolve(
                     entry.dir.join(NAME),
                     version.into(),
                     Source::Pip,
-                    false,
                 ));
             }
             Err(error) => {
@@ -112,7 +105,6 @@ pub(crate) async fn resolve(
                     path.clone(),
                     found,
                     Source::SystemPath(path),
-                    false,
                 ));
             }
             Err(error) => attempts.push(("PATH".to_string(), describe(&error))),
@@ -135,18 +127,7 @@ pub(crate) async fn resolve(
     })
 }
 
-fn resolved(
-    fetcher: &Fetcher,
-    path: PathBuf,
-    version: String,
-    source: Source,
-    explicit: bool,
-) -> NatsBinary {
-    let source = if explicit {
-        Source::Explicit(path.clone())
-    } else {
-        source
-    };
+fn resolved(fetcher: &Fetcher, path: PathBuf, version: String, source: Source) -> NatsBinary {
     fetcher.reporter.resolved(NAME, &version, &source);
     NatsBinary {
         path,
@@ -169,7 +150,6 @@ fn from_cache(
         entry.dir.join(NAME),
         subject.version.into(),
         Source::Cache,
-        false,
     )))
 }
 

@@ -49,6 +49,26 @@ fn wait_new_pid(
     }
 }
 
+/// `kill -9` a service's process 10 times, each time waiting until it is back (at most
+/// `within`); returns the slowest return.
+async fn kill_ten_times(
+    opsbox: &Opsbox,
+    up: &Foreground,
+    service: &str,
+    within: Duration,
+) -> Duration {
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        // Past the healthy period, so each kill is a fresh crash, not a crash loop.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let pid = ready_pid(opsbox, service).unwrap_or_else(|| panic!("{service} is not ready"));
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        let (_, took) = wait_new_pid(opsbox, up, service, pid, within);
+        worst = worst.max(took);
+    }
+    worst
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z "))
@@ -197,15 +217,7 @@ async fn nats_server_killed_ten_times_comes_back_and_loses_no_acked_message() {
     opsbox.wait_ready(&mut up, Duration::from_secs(120));
     let (stop, stopped) = watch::channel(false);
     let publisher = tokio::spawn(publish_loop(opsbox.nats_url(), stopped));
-    let mut worst = Duration::ZERO;
-    for _ in 0..10 {
-        // Past the healthy period, so each kill is a fresh crash, not a crash loop.
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        let pid = ready_pid(&opsbox, "nats").expect("nats is ready");
-        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-        let (_, took) = wait_new_pid(&opsbox, &up, "nats", pid, Duration::from_secs(2));
-        worst = worst.max(took);
-    }
+    let worst = kill_ten_times(&opsbox, &up, "nats", Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.send(true).unwrap();
     let acked = publisher.await.unwrap();
@@ -238,14 +250,7 @@ async fn postmaster_killed_ten_times_comes_back_and_loses_no_committed_row() {
         .unwrap();
     let (stop, stopped) = watch::channel(false);
     let inserter = tokio::spawn(insert_loop(opsbox.postgres_config("postgres"), stopped));
-    let mut worst = Duration::ZERO;
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        let pid = ready_pid(&opsbox, "postgres").expect("postgres is ready");
-        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-        let (_, took) = wait_new_pid(&opsbox, &up, "postgres", pid, Duration::from_secs(5));
-        worst = worst.max(took);
-    }
+    let worst = kill_ten_times(&opsbox, &up, "postgres", Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send(true).unwrap();
     let committed = inserter.await.unwrap();
