@@ -8,6 +8,8 @@
 //! - `pipelined_64`: up to 64 publishes awaiting their acks at any time.
 //!
 //! Prints one `name value unit` line per measurement (acked messages per second).
+// Tests and tools print their own progress; the print bans are for the opsbox library.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

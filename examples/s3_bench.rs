@@ -4,6 +4,8 @@
 //! request checksums off, so the client spends as little CPU as possible).
 //! `s3_bench raw <get-url-base> <put-url-base>`: plain HTTP GET/PUT (static file / WebDAV server).
 //! Prints one `name value unit` line per measurement.
+// Tests and tools print their own progress; the print bans are for the opsbox library.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

