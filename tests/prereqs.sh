@@ -42,10 +42,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
         as_root=(sudo)
     fi
     say "apt-get install ${missing[*]}"
-    "${as_root[@]}" apt-get update -qq >&2 \
-        || fail "apt-get update: the Debian package index could not be read; check the network or apt sources"
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 \
-        || fail "apt-get install ${missing[*]}: see apt-get's message above"
+    apt_log=$(mktemp)
+    "${as_root[@]}" apt-get update -qq >"$apt_log" 2>&1 \
+        || { tail -n 20 "$apt_log" >&2; fail "apt-get update: the Debian package index could not be read; check the network or apt sources"; }
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$apt_log" 2>&1 \
+        || { tail -n 20 "$apt_log" >&2; fail "apt-get install ${missing[*]}: $(grep -m1 '^E:' "$apt_log" || echo 'see the lines above')"; }
+    rm -f "$apt_log"
 fi
 
 # The virtualenv, keyed by the requirements file and the interpreter that built it.
@@ -60,8 +62,13 @@ else
     mkdir -p "$(dirname "$VENV")"
     "$python" -m venv --clear "$VENV" >&2 \
         || fail "python3 -m venv $VENV: cannot create the virtualenv; install Debian's python3-venv"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS" >&2 \
-        || fail "pip install -r tests/requirements.txt: a pinned package could not be installed (see pip's message above); fix its line in tests/requirements.txt"
+    pip_log=$(mktemp)
+    if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS" >"$pip_log" 2>&1; then
+        cut -c1-300 "$pip_log" | tail -n 20 >&2
+        culprit=$(sed -n 's/.*No matching distribution found for \(.*\)/\1/p' "$pip_log" | head -n1)
+        fail "pip install -r tests/requirements.txt: ${culprit:-a pinned package} could not be installed; fix its line in tests/requirements.txt"
+    fi
+    rm -f "$pip_log"
     echo "$stamp" >"$VENV/.requirements-stamp"
 fi
 

@@ -128,9 +128,9 @@ fn client_host(settings: &Settings, run: Option<&RunFile>) -> String {
     });
     match listening {
         Some(address)
-            if settings.host == IpAddr::from([127, 0, 0, 1])
-                && !address.is_unspecified()
-                && !address.is_loopback() =>
+            // The running stack's own address wins over the default (a stack started with
+            // `--host 127.0.0.2` is reached there); a wildcard listener is reached the usual way.
+            if settings.host == IpAddr::from([127, 0, 0, 1]) && !address.is_unspecified() =>
         {
             if address.is_ipv6() {
                 format!("[{address}]")

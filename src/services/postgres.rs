@@ -204,14 +204,25 @@ impl PostgresService {
         let _ = std::fs::remove_file(&password_file);
         result?;
 
-        // Start it only for ourselves: no TCP listener on a public address during init.
-        let spec = self.server_spec(&staging, "127.0.0.1");
+        // Start it only for ourselves: no TCP listener on a public address during init. A
+        // loopback host (127.0.0.2 for a second stack) is kept, so probes and init scripts
+        // reach the server where they look for it.
+        let local = Self {
+            host: if self.host.is_loopback() {
+                self.host
+            } else {
+                IpAddr::from([127, 0, 0, 1])
+            },
+            ..self.clone()
+        };
+        let spec = local.server_spec(&staging, &local.host.to_string());
         let mut child = spawn(&spec).await?;
         let setup = async {
-            self.wait_ready_at(&mut child, timeout, &staging, "postgres")
+            local
+                .wait_ready_at(&mut child, timeout, &staging, "postgres")
                 .await?;
-            self.ensure_database().await?;
-            self.run_init_scripts().await
+            local.ensure_database().await?;
+            local.run_init_scripts().await
         }
         .await;
         child.stop(Duration::from_secs(30)).await;

@@ -180,19 +180,32 @@ impl RunningChild {
 
     /// Graceful stop: the stop signal, up to `grace` for the child to exit, then SIGKILL to its
     /// whole process group.
-    pub async fn stop(mut self, grace: Duration) -> ExitStatus {
+    pub async fn stop(self, grace: Duration) -> ExitStatus {
+        self.stop_or_force(grace, std::future::pending()).await
+    }
+
+    /// `stop`, cut short when `force` completes first (a second Ctrl-C): the process group is
+    /// SIGKILLed at once instead of after the grace period.
+    pub async fn stop_or_force(
+        mut self,
+        grace: Duration,
+        force: impl std::future::Future<Output = ()>,
+    ) -> ExitStatus {
         if let Some(status) = self.try_exited() {
             return status;
         }
         // The child is not yet reaped, so its pid cannot have been reused.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), self.stop_signal);
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(status)) => status,
-            _ => {
-                self.kill_group();
-                self.wait().await
+        tokio::select! {
+            exited = tokio::time::timeout(grace, self.child.wait()) => {
+                if let Ok(Ok(status)) = exited {
+                    return status;
+                }
             }
+            () = force => {}
         }
+        self.kill_group();
+        self.wait().await
     }
 
     /// After the leader exited on its own: SIGKILL what is left of its process group. The

@@ -207,21 +207,16 @@ pub async fn watch_child(
                     child.kill_group();
                     child.wait().await
                 } else {
-                    let grace = service.grace();
+                    // A second Ctrl-C during the grace period kills the group at once.
                     let mut force = stop.clone();
-                    let stopping = child.stop(grace);
-                    tokio::pin!(stopping);
-                    loop {
-                        tokio::select! {
-                            status = &mut stopping => break status,
-                            changed = force.changed() => {
-                                if changed.is_err() || *force.borrow() == StopRequest::Force {
-                                    // A second Ctrl-C: the stop future kills on drop.
-                                    break stopping.await;
-                                }
+                    let forced = async move {
+                        while *force.borrow_and_update() != StopRequest::Force {
+                            if force.changed().await.is_err() {
+                                return;
                             }
                         }
-                    }
+                    };
+                    child.stop_or_force(service.grace(), forced).await
                 };
                 run_file.update(name, |record| {
                     record.state = ServiceState::Stopped;
