@@ -6,21 +6,12 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
 use crate::cli::{BinaryArgs, EnvArgs, EnvFormat, GlobalArgs};
 use crate::error::{Error, Result};
 use crate::output::{self, env_format::EnvVars};
 use crate::services::ServiceName;
 use crate::settings::Settings;
 use crate::state::{self, RunFile};
-
-/// Characters left alone in URL user info and path segments (RFC 3986 unreserved).
-const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 pub async fn run(global: &GlobalArgs, args: &EnvArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(
@@ -79,18 +70,18 @@ pub fn variables(settings: &Settings, run: Option<&RunFile>) -> EnvVars {
         .to_string();
     let pg = &settings.postgres;
     let s3 = &settings.s3;
-    let encode = |text: &str| utf8_percent_encode(text, URL_COMPONENT).to_string();
     let s3_url = format!("http://{host}:{s3_port}");
 
     let mut vars: EnvVars = vec![
         ("NATS_URL", format!("nats://{host}:{nats_port}")),
         (
             "DATABASE_URL",
-            format!(
-                "postgresql://{}:{}@{host}:{postgres_port}/{}",
-                encode(&pg.user),
-                encode(&pg.password),
-                encode(&pg.database)
+            output::url::postgres(
+                &pg.user,
+                Some(&pg.password),
+                &host,
+                postgres_port,
+                &pg.database,
             ),
         ),
         ("PGHOST", pg_host),

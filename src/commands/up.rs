@@ -207,9 +207,12 @@ fn initial_run_file(settings: &Settings, detached: bool) -> RunFile {
                     settings.nats.port,
                 ),
                 ServiceName::Postgres => (
-                    format!(
-                        "postgresql://{}@{host}:{}/{}",
-                        settings.postgres.user, settings.postgres.port, settings.postgres.database
+                    output::url::postgres(
+                        &settings.postgres.user,
+                        None,
+                        &host,
+                        settings.postgres.port,
+                        &settings.postgres.database,
                     ),
                     settings.postgres.port,
                 ),
@@ -254,13 +257,12 @@ pub fn summary(run_file: &RunFile, settings: &Settings) -> String {
         let (url, credentials) = match record.name {
             ServiceName::Nats => (record.url.clone(), "-".to_string()),
             ServiceName::Postgres => (
-                format!(
-                    "postgresql://{}:{}@{}:{}/{}",
-                    settings.postgres.user,
-                    settings.postgres.password,
-                    settings.client_host(),
+                output::url::postgres(
+                    &settings.postgres.user,
+                    Some(&settings.postgres.password),
+                    &settings.client_host(),
                     record.port,
-                    settings.postgres.database
+                    &settings.postgres.database,
                 ),
                 format!(
                     "{} / {}",

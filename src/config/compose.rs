@@ -1,7 +1,7 @@
 //! Reads `ops/docker-compose.yml`: the services opsbox replaces, their host ports, credentials,
 //! database name, image versions and the buckets the setup creates.
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 use super::ConfigError;
 use super::shell_words;
@@ -312,7 +312,7 @@ fn mc_mb_buckets(script: &str, buckets: &mut Vec<String>) {
 impl Compose {
     /// Parse the compose file `text`; `path` is only used in error messages.
     pub fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
-        let document: Value = serde_yaml::from_str(text).map_err(|error| {
+        let document: Value = serde_yaml_ng::from_str(text).map_err(|error| {
             let message = match error.location() {
                 Some(at) => format!("line {} column {}: {error}", at.line(), at.column()),
                 None => error.to_string(),

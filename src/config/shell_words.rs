@@ -2,6 +2,12 @@
 //! compose `entrypoint`/`command` values: quotes, backslash escapes, line continuations,
 //! comments and the command separators (`;`, `&&`, `||`, `|`, `&`, newline). It does not expand
 //! anything: `$VAR` stays as written.
+//!
+//! Why not the `shell-words` or `shlex` crates: they split one command line into words, but
+//! reading a script needs more — where each command ends (`;`, `&&`, `|`, newlines), the line
+//! each word starts on (for errors that name the line of ops/setup_streams.sh), and comments
+//! that end at a newline inside a multi-line script. Splitting per line first would break
+//! backslash continuations and quoted newlines, so the two would disagree with the shell.
 
 /// One shell token and the (1-based) line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]

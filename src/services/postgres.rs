@@ -105,13 +105,6 @@ impl PostgresService {
         }
     }
 
-    pub fn url(&self) -> String {
-        format!(
-            "postgresql://{}:{}@{}:{}/{}",
-            self.user, self.password, self.client_host, self.port, self.database
-        )
-    }
-
     pub fn is_initialised(&self) -> bool {
         self.data_dir.join("PG_VERSION").is_file()
     }

@@ -645,3 +645,50 @@ async fn mirror_variable_reaches_the_binary() {
         "a second fetch downloaded again instead of using the verified cache"
     );
 }
+
+/// A password with URL-special characters (set in the compose file, as a user would): the `up`
+/// summary and `env` print the same, correctly encoded DATABASE_URL, and a real client connects
+/// with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_password_gives_one_working_url_everywhere() {
+    let project = project_copy();
+    let compose = project.path().join("ops/docker-compose.yml");
+    let text = std::fs::read_to_string(&compose).unwrap();
+    let password = "p@ss:w/rd?#% é";
+    let changed = text.replace(
+        "POSTGRES_PASSWORD: postgres",
+        &format!("POSTGRES_PASSWORD: \"{password}\""),
+    );
+    assert_ne!(
+        changed, text,
+        "the compose file has no POSTGRES_PASSWORD line"
+    );
+    std::fs::write(&compose, changed).unwrap();
+    let opsbox = Opsbox::with_project(project.path().to_path_buf());
+    let up = opsbox.up_detached("postgres");
+    let summary = String::from_utf8_lossy(&up.stderr);
+    let expected = format!(
+        "postgresql://postgres:p%40ss%3Aw%2Frd%3F%23%25%20%C3%A9@127.0.0.1:{}/historian",
+        opsbox.postgres_port
+    );
+    assert!(
+        summary.contains(&expected),
+        "the up summary does not show the encoded URL {expected}:\n{summary}"
+    );
+    let env = opsbox.run(&["env", "--format", "dotenv"]);
+    let env = String::from_utf8_lossy(&env.stdout);
+    assert!(
+        env.contains(&expected),
+        "`env` does not print the encoded URL {expected}:\n{env}"
+    );
+    let (client, connection) = tokio_postgres::connect(&expected, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("a client cannot connect with the printed URL: {e}"));
+    tokio::spawn(connection);
+    let database: String = client
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(database, "historian");
+}
