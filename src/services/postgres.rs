@@ -153,6 +153,11 @@ impl PostgresService {
             "synchronous_commit=on".into(),
             "-c".into(),
             "full_page_writes=on".into(),
+            // Crash recovery first flushes the whole data directory; one syncfs does that in a
+            // fraction of the time of an fsync per file (seconds under I/O load), with the
+            // same guarantee.
+            "-c".into(),
+            "recovery_init_sync_method=syncfs".into(),
             "-c".into(),
             "logging_collector=off".into(),
         ];
