@@ -34,6 +34,42 @@ impl ChildService {
         }
     }
 
+    /// Returns when the running service has a problem only a new start cures (JetStream
+    /// disabled by nats-server); never for a healthy one.
+    async fn problem(&self) -> String {
+        match self {
+            ChildService::Nats(nats) => nats.jetstream_failed().await,
+            ChildService::Postgres(_) => std::future::pending().await,
+        }
+    }
+
+    /// After a problem-stop: returns once the service has the room it needs to start usefully
+    /// (nats-server sizes JetStream's storage limit from the free space at start).
+    async fn wait_for_room(&self, run_file: &RunFileHandle) {
+        const ROOM: u64 = 64 * 1024 * 1024;
+        let ChildService::Nats(nats) = self else {
+            return;
+        };
+        let mut told = false;
+        while nats.free_store_bytes().is_some_and(|free| free < ROOM) {
+            if !told {
+                let reason = format!(
+                    "waiting for {} MiB free on {} before starting nats-server again",
+                    ROOM / 1024 / 1024,
+                    nats.store_dir.display()
+                );
+                crate::output::warn(&format!("nats: {reason}"));
+                run_file.update(ServiceName::Nats, |record| {
+                    record.restart_reason = Some(reason);
+                    record.state = ServiceState::Restarting;
+                    record.process = None;
+                });
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     fn grace(&self) -> Duration {
         match self {
             ChildService::Nats(_) => Duration::from_secs(15),
@@ -222,54 +258,27 @@ pub async fn watch_child(
     let name = service.name();
     let mut policy = RestartPolicy::default();
     loop {
-        tokio::select! {
+        // Whether it died after a ready run (restart at once) or was stopped for being
+        // unhealthy (restart with backoff: the cause may persist).
+        let (status, mut what, was_ready) = tokio::select! {
             status = child.wait() => {
                 // Children the dead process leaves (PostgreSQL backends) still hold its
                 // shared memory and would block the restart: end the rest of its group.
                 child.kill_orphaned_group();
-                let mut exit = exit_record(Some(status), true);
-                let mut what = format!(
+                let what = format!(
                     "{name} exited ({status}) after {:.1} s ready",
                     child.started.elapsed().as_secs_f64()
                 );
-                loop {
-                    let decision = policy.after_exit(exit.was_ready, Instant::now());
-                    let state = if decision.crash_looping() { ServiceState::CrashLooping } else { ServiceState::Restarting };
-                    let due = unix_now_ms() + decision.delay.as_millis() as u64;
-                    let reason = decision.explain();
-                    crate::output::warn(&format!("{what}; {reason}"));
-                    run_file.update(name, |record| {
-                        record.state = state;
-                        record.process = None;
-                        record.restarts += 1;
-                        record.last_error = Some(what.clone());
-                        record.last_exit = Some(exit.clone());
-                        record.next_start_at_ms = Some(due);
-                        record.restart_reason = Some(reason.clone());
-                    });
-                    tokio::select! {
-                        _ = tokio::time::sleep(decision.delay) => {}
-                        _ = stop.changed() => return,
-                    }
-                    run_file.update(name, |record| record.next_start_at_ms = None);
-                    let attempt = Instant::now();
-                    let restarted = tokio::select! {
-                        result = service.start(READY_TIMEOUT) => result,
-                        _ = stop.changed() => return,
-                    };
-                    match restarted {
-                        Ok(new_child) => {
-                            crate::output::info(&format!("{name}: back and ready in {} ms", attempt.elapsed().as_millis()));
-                            mark_ready(&run_file, name, &new_child);
-                            child = new_child;
-                            break;
-                        }
-                        Err(failure) => {
-                            exit = exit_record(failure.exit, false);
-                            what = format!("{name}: restart failed before ready: {}", failure.error);
-                        }
-                    }
+                (status, what, true)
+            }
+            problem = service.problem() => {
+                crate::output::warn(&format!("{name}: {problem}; stopping it to start it again"));
+                let status = child.stop(service.grace()).await;
+                tokio::select! {
+                    _ = service.wait_for_room(&run_file) => {}
+                    _ = stop.changed() => return,
                 }
+                (status, format!("{name} was stopped ({status}): {problem}"), false)
             }
             _ = stop.changed() => {
                 let request = *stop.borrow();
@@ -300,6 +309,52 @@ pub async fn watch_child(
                 });
                 crate::output::info(&format!("{name}: stopped ({status})"));
                 return;
+            }
+        };
+        let mut exit = exit_record(Some(status), was_ready);
+        loop {
+            let decision = policy.after_exit(exit.was_ready, Instant::now());
+            let state = if decision.crash_looping() {
+                ServiceState::CrashLooping
+            } else {
+                ServiceState::Restarting
+            };
+            let due = unix_now_ms() + decision.delay.as_millis() as u64;
+            let reason = decision.explain();
+            crate::output::warn(&format!("{what}; {reason}"));
+            run_file.update(name, |record| {
+                record.state = state;
+                record.process = None;
+                record.restarts += 1;
+                record.last_error = Some(what.clone());
+                record.last_exit = Some(exit.clone());
+                record.next_start_at_ms = Some(due);
+                record.restart_reason = Some(reason.clone());
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(decision.delay) => {}
+                _ = stop.changed() => return,
+            }
+            run_file.update(name, |record| record.next_start_at_ms = None);
+            let attempt = Instant::now();
+            let restarted = tokio::select! {
+                result = service.start(READY_TIMEOUT) => result,
+                _ = stop.changed() => return,
+            };
+            match restarted {
+                Ok(new_child) => {
+                    crate::output::info(&format!(
+                        "{name}: back and ready in {} ms",
+                        attempt.elapsed().as_millis()
+                    ));
+                    mark_ready(&run_file, name, &new_child);
+                    child = new_child;
+                    break;
+                }
+                Err(failure) => {
+                    exit = exit_record(failure.exit, false);
+                    what = format!("{name}: restart failed before ready: {}", failure.error);
+                }
             }
         }
     }

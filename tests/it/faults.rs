@@ -1086,3 +1086,265 @@ fn a_crash_looping_nats_server_backs_off() {
     up.stop(Signal::SIGTERM, Duration::from_secs(30));
     assert_eq!(tree_digest(&opsbox.data_dir.join("nats/jetstream")), before);
 }
+
+/// A tmpfs of `size` mounted (as root) on a new temp dir; unmounted when dropped.
+struct SmallFilesystem {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size: &str) -> Self {
+        let dir = open_temp_dir();
+        let output = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "the disk-full test needs root to mount a small tmpfs: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fill the filesystem of `path` with a file until writes fail with ENOSPC.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 256 * 1024];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = file.sync_all();
+}
+
+/// Repeat `attempt` until it succeeds or `within` has passed; returns whether it succeeded.
+async fn until_ok<F, Fut, T, E>(within: Duration, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let began = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if began.elapsed() >= within => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Disk full: the stack's data dir on a small filesystem that fills up. Writes fail with
+/// errors the clients see (S3 a 5xx, never a 200), nothing acknowledged before is lost, and
+/// once space is freed every service takes writes again without a restart by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_writes_visibly_and_the_stack_recovers_when_space_is_freed() {
+    use crate::support::s3;
+    use aws_sdk_s3::primitives::ByteStream;
+    let filesystem = SmallFilesystem::mount("192m");
+    let mut opsbox = Opsbox::new();
+    opsbox.data_dir = filesystem.path().join("data");
+    opsbox.up_detached("nats,postgres,s3");
+    let postgres = opsbox.postgres().await;
+    postgres
+        .batch_execute("CREATE TABLE fault_rows (id bigint PRIMARY KEY, body text)")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(opsbox.nats_url()).await.unwrap());
+    let bucket = s3::client(opsbox.s3_port, false);
+
+    // Acknowledged before the disk fills.
+    let mut published = Vec::new();
+    for n in 0..20 {
+        let id = format!("before-full-{n}");
+        let ack = js
+            .publish("enterprise.test", id.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        published.push(Published {
+            id,
+            sequence: ack.sequence,
+        });
+    }
+    for id in 0..20i64 {
+        postgres
+            .execute("INSERT INTO fault_rows (id) VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    let mut stored = Vec::new();
+    for n in 0..5 {
+        let key = format!("before-full/{n}");
+        let body = s3::random_bytes(64 * 1024);
+        let sha256 = s3::sha256_hex(&body);
+        bucket
+            .put_object()
+            .bucket(s3::BUCKET)
+            .key(&key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+        stored.push(Put { key, sha256 });
+    }
+
+    let filler = filesystem.path().join("filler");
+    fill(&filler);
+
+    // S3: a PUT that cannot be stored is refused with a server error, never a 200.
+    let refused = bucket
+        .put_object()
+        .bucket(s3::BUCKET)
+        .key("full/object")
+        .body(ByteStream::from(s3::random_bytes(1024 * 1024)))
+        .send()
+        .await;
+    let status = match &refused {
+        Ok(_) => panic!("a PUT on a full disk got a 200"),
+        Err(e) => e.raw_response().map(|r| r.status().as_u16()),
+    };
+    assert!(
+        status.is_some_and(|s| (500..600).contains(&s)),
+        "a PUT on a full disk got {status:?}: {refused:?}"
+    );
+    // PostgreSQL: a large insert fails and the client is told.
+    let big = "x".repeat(4 * 1024 * 1024);
+    let mut postgres_error = None;
+    for id in 1000..1100i64 {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id, &big];
+        let insert = postgres.execute(
+            "INSERT INTO fault_rows (id, body) VALUES ($1, $2 || random()::text)",
+            &params,
+        );
+        match tokio::time::timeout(Duration::from_secs(30), insert).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                postgres_error = Some(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_string()),
+                );
+                break;
+            }
+            Err(_) => {
+                postgres_error = Some("no answer within 30 s".into());
+                break;
+            }
+        }
+    }
+    let postgres_error = postgres_error.expect("100 inserts of 4 MiB succeeded on a full disk");
+    // JetStream: publishes are refused (no acknowledgement for what it cannot store).
+    let payload = bytes::Bytes::from(vec![b'x'; 512 * 1024]);
+    let mut nats_error = None;
+    for _ in 0..200 {
+        let attempt = async {
+            js.publish("enterprise.test", payload.clone())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                nats_error = Some(e);
+                break;
+            }
+            Err(_) => {
+                nats_error = Some("no acknowledgement within 10 s".into());
+                break;
+            }
+        }
+    }
+    let nats_error = nats_error.expect("200 publishes of 512 KiB were acknowledged on a full disk");
+    assert!(
+        postgres_error.contains("No space left on device"),
+        "{postgres_error}"
+    );
+    eprintln!("disk full: S3 {status:?}; postgres: {postgres_error}; nats: {nats_error}");
+
+    std::fs::remove_file(&filler).unwrap();
+
+    // Every service takes writes again, without a restart by hand.
+    let within = Duration::from_secs(120);
+    until_ok(within, || async {
+        bucket
+            .put_object()
+            .bucket(s3::BUCKET)
+            .key("after-full/object")
+            .body(ByteStream::from_static(b"after"))
+            .send()
+            .await
+            .map(|_| ())
+    })
+    .await
+    .expect("S3 PUTs still fail after space was freed");
+    until_ok(within, || async {
+        let client = opsbox
+            .postgres_config("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(client.1);
+        client
+            .0
+            .execute("INSERT INTO fault_rows (id) VALUES (5000)", &[])
+            .await
+            .map(|_| ())
+    })
+    .await
+    .expect("PostgreSQL inserts still fail after space was freed");
+    until_ok(within, || async {
+        let js = async_nats::jetstream::new(
+            async_nats::connect(opsbox.nats_url())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        js.publish("enterprise.test", "after-full".into())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .expect("JetStream publishes still fail after space was freed");
+
+    assert_nats_durable(&opsbox.nats_url(), &published).await;
+    assert_rows_present(&opsbox, &(0..20).collect::<Vec<i64>>()).await;
+    assert_objects_present(opsbox.s3_port, &stored).await;
+    let log = std::fs::read_to_string(opsbox.data_dir.join("logs/opsbox.log")).unwrap();
+    let restarts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("unhealthy") || l.contains("waiting for") || l.contains("exited"))
+        .collect();
+    eprintln!("disk full: the supervisor's log: {restarts:#?}");
+    let down = opsbox.run(&["down"]);
+    assert!(down.status.success());
+}
