@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::output;
 use crate::services::ServiceName;
 use crate::settings::Settings;
-use crate::state::{self, Presence, RunFile, ServiceRecord, ServiceState};
+use crate::state::{self, ExitRecord, Presence, RunFile, ServiceRecord, ServiceState};
 use crate::supervisor::log_tail;
 
 /// Log lines shown under the table for a failing service.
@@ -38,6 +38,13 @@ struct ServiceStatus {
     log: PathBuf,
     restarts: u32,
     last_error: Option<String>,
+    /// How the last process ended: exit code or signal, when, and whether it had been ready.
+    last_exit: Option<ExitRecord>,
+    /// While a restart waits: when it is due (Unix milliseconds) and how long until then.
+    next_start_at_ms: Option<u64>,
+    next_start_in_ms: Option<u64>,
+    /// Why the pending (or last) restart waited as long as it did.
+    restart_reason: Option<String>,
 }
 
 impl ServiceStatus {
@@ -135,6 +142,12 @@ fn from_record(settings: &Settings, run: &RunFile, name: ServiceName) -> Service
         log: record.log.clone(),
         restarts: record.restarts,
         last_error: record.last_error.clone(),
+        last_exit: record.last_exit.clone(),
+        next_start_at_ms: record.next_start_at_ms,
+        next_start_in_ms: record
+            .next_start_at_ms
+            .map(|due| due.saturating_sub(now_ms())),
+        restart_reason: record.restart_reason.clone(),
     }
 }
 
@@ -161,6 +174,10 @@ fn not_running(settings: &Settings, name: ServiceName, state: ServiceState) -> S
         log: settings.state.log(Some(name)),
         restarts: 0,
         last_error: None,
+        last_exit: None,
+        next_start_at_ms: None,
+        next_start_in_ms: None,
+        restart_reason: None,
     }
 }
 
@@ -203,6 +220,13 @@ fn show_failures(report: &Report) {
             "{} is {} ({} restarts): {error}",
             service.name, service.state, service.restarts
         ));
+        if let Some(reason) = &service.restart_reason {
+            let due = service
+                .next_start_in_ms
+                .map(|ms| format!(" (next start in {:.1} s)", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            output::info(&format!("  restart: {reason}{due}"));
+        }
         let tail = log_tail(&service.log, TAIL_LINES);
         if tail.is_empty() {
             continue;
@@ -213,6 +237,12 @@ fn show_failures(report: &Report) {
         }
         output::info(text.trim_end());
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn now() -> u64 {

@@ -232,6 +232,9 @@ fn initial_run_file(settings: &Settings, detached: bool) -> RunFile {
                 log: settings.state.log(Some(name)),
                 restarts: 0,
                 last_error: None,
+                last_exit: None,
+                next_start_at_ms: None,
+                restart_reason: None,
             }
         })
         .collect();

@@ -136,6 +136,38 @@ impl NatsService {
         }
     }
 
+    /// Returns once nats-server, while it runs, reports itself unhealthy three times in a row
+    /// (a second apart). A JetStream stream whose store failed (a full disk) stays failed
+    /// after the cause is gone ("critical write error", /healthz answers 503) until the server
+    /// starts again.
+    pub async fn jetstream_failed(&self) -> String {
+        let monitor = self.probe_addr(self.monitor_port);
+        let mut strikes = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match probe::http_status(monitor, "/healthz").await {
+                // No answer proves nothing (busy, or exiting: the watcher sees that).
+                Some(200) | None => strikes = 0,
+                Some(status) => {
+                    strikes += 1;
+                    if strikes >= 3 {
+                        return format!(
+                            "nats-server reports JetStream unhealthy (/healthz answers {status} for 3 s; a store that failed, e.g. on a full disk, stays failed until the server starts again; see {})",
+                            self.log.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes free for JetStream's store: nats-server sizes its storage limit from this at
+    /// start, so a start on a full disk gives a server that refuses every write.
+    pub fn free_store_bytes(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.store_dir).ok()?;
+        Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+    }
+
     fn not_ready(&self, started: Instant, reason: String) -> Error {
         Error::NotReady {
             service: ServiceName::Nats,

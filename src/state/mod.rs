@@ -7,7 +7,7 @@ pub mod run_file;
 use std::path::{Path, PathBuf};
 
 pub use lock::StateLock;
-pub use run_file::{RunFile, ServiceRecord, ServiceState};
+pub use run_file::{ExitRecord, RunFile, ServiceRecord, ServiceState};
 
 use crate::services::ServiceName;
 

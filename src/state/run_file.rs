@@ -48,6 +48,27 @@ pub struct ServiceRecord {
     pub log: PathBuf,
     pub restarts: u32,
     pub last_error: Option<String>,
+    /// How the last process of this service ended, when one did.
+    #[serde(default)]
+    pub last_exit: Option<ExitRecord>,
+    /// Unix milliseconds when the next start is due, while a restart waits.
+    #[serde(default)]
+    pub next_start_at_ms: Option<u64>,
+    /// Why the pending (or last) restart waited as long as it did.
+    #[serde(default)]
+    pub restart_reason: Option<String>,
+}
+
+/// How a process ended: its exit code, or the signal that killed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub code: Option<i32>,
+    /// The signal's name, e.g. "SIGKILL".
+    pub signal: Option<String>,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Whether it had passed its readiness check before it ended.
+    pub was_ready: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

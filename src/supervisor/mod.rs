@@ -1,11 +1,11 @@
 //! The only code that spawns processes or sends signals: children in their own session with a
-//! parent-death signal, stops with a grace period, verified signalling of recorded pids, restart
-//! backoff and the shutdown signals opsbox itself receives.
+//! parent-death signal, stops with a grace period, verified signalling of recorded pids, the
+//! restart policy and the shutdown signals opsbox itself receives.
 
 pub mod account;
-pub mod backoff;
 pub mod child;
 pub mod process;
+pub mod restart_policy;
 pub mod signals;
 mod spawner;
 pub mod stack;
@@ -13,11 +13,11 @@ pub mod stack;
 use std::path::PathBuf;
 
 pub use account::Account;
-pub use backoff::Backoff;
 pub use child::{
     ChildSpec, RunningChild, capture_output, run_to_completion, spawn, spawn_detached,
 };
 pub use process::ProcessIdentity;
+pub use restart_policy::{RestartDecision, RestartPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -54,6 +54,13 @@ impl ProcessIdentity {
     }
 }
 
+/// The state letter of `pid` from /proc/PID/stat (`R`, `S`, `D`, `Z` for a zombie, ...), or
+/// `None` when there is no such process.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// The command line of `pid`, joined with spaces.
 pub fn command_line(pid: i32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -136,6 +143,25 @@ mod tests {
         assert!(!other.is_alive());
         // Never signalled: the identity does not match.
         assert!(!other.signal(Signal::SIGTERM));
+    }
+
+    #[test]
+    fn a_reaped_child_has_no_state_and_an_unreaped_one_is_a_zombie() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let began = std::time::Instant::now();
+        while state(pid) != Some('Z') {
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(10),
+                "`true` (pid {pid}) did not exit: state {:?}",
+                state(pid)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(ProcessIdentity::of(pid).is_none());
+        child.wait().unwrap();
+        assert_eq!(state(pid), None);
+        assert!(state(std::process::id() as i32).is_some_and(|s| s != 'Z'));
     }
 
     #[test]

@@ -1,19 +1,20 @@
 //! The running stack: start every selected service in parallel, keep the run file current,
-//! restart crashed children with backoff, and stop everything in order when asked.
+//! restart crashed children as the restart policy says, and stop everything in order when asked.
 
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use super::signals::StopRequest;
-use super::{Backoff, RunningChild};
+use super::{RestartPolicy, RunningChild};
 use crate::error::{Error, Result};
 use crate::services::ServiceName;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Server;
-use crate::state::{RunFile, ServiceState};
+use crate::state::{ExitRecord, RunFile, ServiceState};
 
 /// How long a (re)started child may take to become ready before the attempt counts as failed.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,6 +34,42 @@ impl ChildService {
         }
     }
 
+    /// Returns when the running service has a problem only a new start cures (JetStream
+    /// disabled by nats-server); never for a healthy one.
+    async fn problem(&self) -> String {
+        match self {
+            ChildService::Nats(nats) => nats.jetstream_failed().await,
+            ChildService::Postgres(_) => std::future::pending().await,
+        }
+    }
+
+    /// After a problem-stop: returns once the service has the room it needs to start usefully
+    /// (nats-server sizes JetStream's storage limit from the free space at start).
+    async fn wait_for_room(&self, run_file: &RunFileHandle) {
+        const ROOM: u64 = 64 * 1024 * 1024;
+        let ChildService::Nats(nats) = self else {
+            return;
+        };
+        let mut told = false;
+        while nats.free_store_bytes().is_some_and(|free| free < ROOM) {
+            if !told {
+                let reason = format!(
+                    "waiting for {} MiB free on {} before starting nats-server again",
+                    ROOM / 1024 / 1024,
+                    nats.store_dir.display()
+                );
+                crate::output::warn(&format!("nats: {reason}"));
+                run_file.update(ServiceName::Nats, |record| {
+                    record.restart_reason = Some(reason);
+                    record.state = ServiceState::Restarting;
+                    record.process = None;
+                });
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     fn grace(&self) -> Duration {
         match self {
             ChildService::Nats(_) => Duration::from_secs(15),
@@ -42,10 +79,15 @@ impl ChildService {
 
     /// Spawn, wait for readiness, and ensure what the service must hold (EVENTS, the
     /// database). On failure the child is stopped before the error is returned.
-    pub async fn start(&self, timeout: Duration) -> Result<RunningChild> {
+    pub async fn start(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<RunningChild, StartFailure> {
         match self {
             ChildService::Nats(nats) => {
-                let mut child = super::spawn(&nats.child_spec()).await?;
+                let mut child = super::spawn(&nats.child_spec())
+                    .await
+                    .map_err(|e| StartFailure::before_spawn(e.into()))?;
                 let ready = async {
                     nats.wait_ready(&mut child, timeout).await?;
                     nats.ensure_stream().await
@@ -53,29 +95,37 @@ impl ChildService {
                 .await;
                 match ready {
                     Ok(()) => Ok(child),
-                    Err(e) => {
-                        child.stop(Duration::from_secs(5)).await;
-                        Err(e)
-                    }
+                    Err(error) => Err(StartFailure {
+                        error,
+                        exit: Some(child.stop(Duration::from_secs(5)).await),
+                        transient: false,
+                    }),
                 }
             }
             ChildService::Postgres(postgres) => {
-                if let Some(message) = postgres.recover_stale_pid_file().await? {
-                    crate::output::warn(&message);
-                }
-                if !postgres.is_initialised() {
-                    if let Some(account) = &postgres.account {
-                        crate::output::info(&format!(
-                            "postgres: opsbox runs as root, so PostgreSQL runs as the unprivileged account '{}' (uid {}), which owns {}",
-                            account.name,
-                            account.uid,
-                            postgres.data_dir.display()
-                        ));
+                let prepared = async {
+                    if let Some(message) = postgres.recover_stale_pid_file(timeout).await? {
+                        crate::output::warn(&message);
                     }
-                    crate::output::info("postgres: initialising a new database cluster");
-                    postgres.initialise(timeout).await?;
-                }
-                let mut child = super::spawn(&postgres.child_spec()).await?;
+                    if !postgres.is_initialised() {
+                        if let Some(account) = &postgres.account {
+                            crate::output::info(&format!(
+                                "postgres: opsbox runs as root, so PostgreSQL runs as the unprivileged account '{}' (uid {}), which owns {}",
+                                account.name,
+                                account.uid,
+                                postgres.data_dir.display()
+                            ));
+                        }
+                        crate::output::info("postgres: initialising a new database cluster");
+                        postgres.initialise(timeout).await?;
+                    }
+                    Ok::<_, Error>(())
+                };
+                prepared.await.map_err(StartFailure::before_spawn)?;
+                let log_offset = postgres.log_length();
+                let mut child = super::spawn(&postgres.child_spec())
+                    .await
+                    .map_err(|e| StartFailure::before_spawn(e.into()))?;
                 let ready = async {
                     postgres.wait_ready(&mut child, timeout).await?;
                     postgres.ensure_database().await
@@ -83,14 +133,59 @@ impl ChildService {
                 .await;
                 match ready {
                     Ok(()) => Ok(child),
-                    Err(e) => {
-                        child.stop(Duration::from_secs(10)).await;
-                        Err(e)
-                    }
+                    Err(error) => Err(StartFailure {
+                        error,
+                        exit: Some(child.stop(Duration::from_secs(10)).await),
+                        transient: postgres.refused_for_leftovers_since(log_offset),
+                    }),
                 }
             }
         }
     }
+}
+
+/// A start that did not reach ready.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub error: Error,
+    /// How the process ended, when one was spawned.
+    pub exit: Option<ExitStatus>,
+    /// The server refused to start because of what a hard crash of its predecessor left
+    /// behind (a lock or shared memory of processes still exiting): that clears by itself, so
+    /// even a first start retries it.
+    pub transient: bool,
+}
+
+impl StartFailure {
+    fn before_spawn(error: Error) -> Self {
+        Self {
+            error,
+            exit: None,
+            transient: false,
+        }
+    }
+}
+
+/// How a process ended, for the run file.
+fn exit_record(status: Option<ExitStatus>, was_ready: bool) -> ExitRecord {
+    use std::os::unix::process::ExitStatusExt;
+    ExitRecord {
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()).map(|number| {
+            match nix::sys::signal::Signal::try_from(number) {
+                Ok(signal) => signal.as_str().to_string(),
+                Err(_) => format!("signal {number}"),
+            }
+        }),
+        at_ms: unix_now_ms(),
+        was_ready,
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn unix_now() -> u64 {
@@ -147,10 +242,13 @@ pub fn mark_ready(run_file: &RunFileHandle, name: ServiceName, child: &RunningCh
         record.process = Some(identity);
         record.started_at = Some(unix_now());
         record.last_error = None;
+        record.next_start_at_ms = None;
     });
 }
 
-/// Watch one child until a stop is requested: restart it with backoff whenever it dies.
+/// Watch one child until a stop is requested: restart it whenever it dies, as the restart
+/// policy says (at once after a ready run, with backoff after failed starts, within the rate
+/// limit), and record each exit and delay in the run file and the log.
 pub async fn watch_child(
     service: ChildService,
     mut child: RunningChild,
@@ -158,47 +256,29 @@ pub async fn watch_child(
     mut stop: watch::Receiver<StopRequest>,
 ) {
     let name = service.name();
-    let mut backoff = Backoff::default();
+    let mut policy = RestartPolicy::default();
     loop {
-        tokio::select! {
+        // Whether it died after a ready run (restart at once) or was stopped for being
+        // unhealthy (restart with backoff: the cause may persist).
+        let (status, mut what, was_ready) = tokio::select! {
             status = child.wait() => {
                 // Children the dead process leaves (PostgreSQL backends) still hold its
                 // shared memory and would block the restart: end the rest of its group.
                 child.kill_orphaned_group();
-                crate::output::warn(&format!("{name} exited unexpectedly ({status}); restarting"));
-                let mut started = child.started;
-                loop {
-                    let delay = backoff.next_delay(started);
-                    let state = if backoff.crash_looping() { ServiceState::CrashLooping } else { ServiceState::Restarting };
-                    run_file.update(name, |record| {
-                        record.state = state;
-                        record.process = None;
-                        record.restarts += 1;
-                        record.last_error = Some(format!("exited ({status})"));
-                    });
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => return,
-                    }
-                    let attempt = Instant::now();
-                    let restarted = tokio::select! {
-                        result = service.start(READY_TIMEOUT) => result,
-                        _ = stop.changed() => return,
-                    };
-                    match restarted {
-                        Ok(new_child) => {
-                            crate::output::info(&format!("{name}: back and ready in {} ms (restart {})", attempt.elapsed().as_millis(), backoff.restarts));
-                            mark_ready(&run_file, name, &new_child);
-                            child = new_child;
-                            break;
-                        }
-                        Err(e) => {
-                            crate::output::warn(&format!("{name}: restart failed: {e}"));
-                            run_file.update(name, |record| record.last_error = Some(e.to_string()));
-                            started = Instant::now();
-                        }
-                    }
+                let what = format!(
+                    "{name} exited ({status}) after {:.1} s ready",
+                    child.started.elapsed().as_secs_f64()
+                );
+                (status, what, true)
+            }
+            problem = service.problem() => {
+                crate::output::warn(&format!("{name}: {problem}; stopping it to start it again"));
+                let status = child.stop(service.grace()).await;
+                tokio::select! {
+                    _ = service.wait_for_room(&run_file) => {}
+                    _ = stop.changed() => return,
                 }
+                (status, format!("{name} was stopped ({status}): {problem}"), false)
             }
             _ = stop.changed() => {
                 let request = *stop.borrow();
@@ -225,6 +305,52 @@ pub async fn watch_child(
                 crate::output::info(&format!("{name}: stopped ({status})"));
                 return;
             }
+        };
+        let mut exit = exit_record(Some(status), was_ready);
+        loop {
+            let decision = policy.after_exit(exit.was_ready, Instant::now());
+            let state = if decision.crash_looping() {
+                ServiceState::CrashLooping
+            } else {
+                ServiceState::Restarting
+            };
+            let due = unix_now_ms() + decision.delay.as_millis() as u64;
+            let reason = decision.explain();
+            crate::output::warn(&format!("{what}; {reason}"));
+            run_file.update(name, |record| {
+                record.state = state;
+                record.process = None;
+                record.restarts += 1;
+                record.last_error = Some(what.clone());
+                record.last_exit = Some(exit.clone());
+                record.next_start_at_ms = Some(due);
+                record.restart_reason = Some(reason.clone());
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(decision.delay) => {}
+                _ = stop.changed() => return,
+            }
+            run_file.update(name, |record| record.next_start_at_ms = None);
+            let attempt = Instant::now();
+            let restarted = tokio::select! {
+                result = service.start(READY_TIMEOUT) => result,
+                _ = stop.changed() => return,
+            };
+            match restarted {
+                Ok(new_child) => {
+                    crate::output::info(&format!(
+                        "{name}: back and ready in {} ms",
+                        attempt.elapsed().as_millis()
+                    ));
+                    mark_ready(&run_file, name, &new_child);
+                    child = new_child;
+                    break;
+                }
+                Err(failure) => {
+                    exit = exit_record(failure.exit, false);
+                    what = format!("{name}: restart failed before ready: {}", failure.error);
+                }
+            }
         }
     }
 }
@@ -241,6 +367,31 @@ pub async fn stop_s3(server: S3Server, run_file: &RunFileHandle) {
     crate::output::info("s3: stopped");
 }
 
+/// Start one service; a start refused only because of a hard crash's leftovers is retried,
+/// with backoff, until `timeout` has passed.
+async fn start_until_ready(service: &ChildService, timeout: Duration) -> Result<RunningChild> {
+    let deadline = Instant::now() + timeout;
+    let mut policy = RestartPolicy::default();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let failure = match service.start(left).await {
+            Ok(child) => return Ok(child),
+            Err(failure) => failure,
+        };
+        let decision = policy.after_exit(false, Instant::now());
+        if !failure.transient || Instant::now() + decision.delay >= deadline {
+            return Err(failure.error);
+        }
+        crate::output::warn(&format!(
+            "{}: start refused because of what the previous, crashed server left behind ({}); {}",
+            service.name(),
+            failure.error,
+            decision.explain()
+        ));
+        tokio::time::sleep(decision.delay).await;
+    }
+}
+
 /// Start every child service in parallel; on any failure stop those that started.
 pub async fn start_all(
     services: &[ChildService],
@@ -248,7 +399,7 @@ pub async fn start_all(
 ) -> Result<Vec<(ChildService, RunningChild)>> {
     let results = futures::future::join_all(services.iter().map(|service| async move {
         let started = Instant::now();
-        let result = service.start(timeout).await;
+        let result = start_until_ready(service, timeout).await;
         (service.clone(), result, started.elapsed())
     }))
     .await;

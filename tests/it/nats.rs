@@ -14,6 +14,31 @@ async fn published_event_is_stored_in_events_and_survives_a_restart() {
     let mut up = opsbox.up_foreground("nats");
     opsbox.wait_ready(&mut up, Duration::from_secs(120));
 
+    // Durability as the running server reports it (monitoring endpoint), not as the generated
+    // configuration says: every acknowledged write is synced before the ack.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let varz = reqwest::get(format!(
+        "http://127.0.0.1:{}/varz",
+        opsbox.nats_monitor_port
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let varz: serde_json::Value = serde_json::from_str(&varz).unwrap();
+    let jetstream = &varz["jetstream"]["config"];
+    assert_eq!(jetstream["sync_always"], true, "{jetstream}");
+    assert_eq!(
+        jetstream["store_dir"],
+        opsbox
+            .data_dir
+            .join("nats/jetstream/jetstream")
+            .display()
+            .to_string(),
+        "{jetstream}"
+    );
+
     let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let mut stream = js

@@ -28,8 +28,21 @@ async fn rows_survive_a_restart_and_init_scripts_run_once() {
         .unwrap()
         .get(0);
     assert!(version.starts_with("16."), "server is PostgreSQL {version}");
-    let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
-    assert_eq!(fsync, "on");
+    // Durability as the running server reports it.
+    for (setting, want) in [
+        ("fsync", "on"),
+        ("synchronous_commit", "on"),
+        ("full_page_writes", "on"),
+        ("wal_sync_method", "fdatasync"),
+        ("recovery_init_sync_method", "syncfs"),
+    ] {
+        let value: String = client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value, want, "SHOW {setting}");
+    }
     let hba: Vec<String> = client
         .query(
             "SELECT type || ' ' || auth_method FROM pg_hba_file_rules WHERE error IS NULL",

@@ -274,6 +274,9 @@ pub fn run_file(
                 log: state.log(Some(name)),
                 restarts: 0,
                 last_error: None,
+                last_exit: None,
+                next_start_at_ms: None,
+                restart_reason: None,
             })
             .collect(),
     }
