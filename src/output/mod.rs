@@ -72,6 +72,14 @@ pub fn info(message: &str) {
     }
 }
 
+/// A line of the opsbox log shown as progress, unless it is a detail line meant only for the
+/// log (a full error chain).
+pub fn info_unless_detail(line: &str) {
+    if !line.starts_with(progress::DETAIL_PREFIX) {
+        info(line);
+    }
+}
+
 /// A warning on stderr (shown even with --quiet).
 pub fn warn(message: &str) {
     let _ = writeln!(std::io::stderr(), "{} {message}", paint("warning:", "33;1"));
