@@ -75,16 +75,17 @@ impl ProgressReporter {
     }
 
     fn bar(&self, start: &FetchStart<'_>, label: &str) -> ProgressBar {
+        // Added to the multi-bar before anything is set: a bar draws on its own until then.
         let (bar, template) = match start.total {
             // An HTTP download of known size: a bar with bytes, rate and time left.
             Some(total) => (
-                ProgressBar::new(total),
+                self.multi.add(ProgressBar::new(total)),
                 "  {prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
             ),
             // A package client (or a download of unknown size): the source, elapsed time,
             // and the size once known.
             None => (
-                ProgressBar::new_spinner(),
+                self.multi.add(ProgressBar::new_spinner()),
                 "  {spinner} {prefix} {msg} {elapsed}",
             ),
         };
@@ -92,7 +93,6 @@ impl ProgressReporter {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(format!("{label} from {}", start.via));
-        let bar = self.multi.add(bar);
         bar.enable_steady_tick(TICK);
         bar
     }
