@@ -77,7 +77,11 @@ impl CacheEntry {
                     ));
                 }
                 Err(error) => {
-                    return EntryState::Corrupt(format!("cannot read {}: {error}", path.display()));
+                    return EntryState::Corrupt(format!(
+                        "cannot read {}: {}",
+                        path.display(),
+                        super::error::without_path(error)
+                    ));
                 }
             }
         }

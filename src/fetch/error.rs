@@ -240,10 +240,10 @@ impl FetchError {
                     "drop --postgres-version to use the pinned PostgreSQL {major}, or pass `--allow-postgres-major {other}` to run this project's database with PostgreSQL {other}"
                 ))
             }
-            FetchError::Io { path, .. } | FetchError::Lock { path, .. } => Some(format!(
-                "check that {} is writable, or set OPSBOX_CACHE_DIR to another directory",
-                path.display()
-            )),
+            FetchError::Io { .. } | FetchError::Lock { .. } => Some(
+                "check the permissions of the cache directory, or choose another one with --cache-dir / OPSBOX_CACHE_DIR"
+                    .into(),
+            ),
             FetchError::Offline { name, .. } => Some(offline_hint(name)),
             FetchError::AllSourcesFailed { name, .. } => Some(format!(
                 "{}; or {}",
@@ -374,11 +374,15 @@ pub fn without_path(error: std::io::Error) -> std::io::Error {
         return error;
     }
     let text = error.to_string();
-    match text
-        .strip_prefix("failed to")
-        .and_then(|rest| rest.split_once("`: "))
-    {
+    match split_path_error(&text) {
         Some((_, cause)) => std::io::Error::new(error.kind(), cause.to_string()),
         None => error,
     }
+}
+
+/// ("PATH", "CAUSE") of fs-err's "failed to open file `PATH`: CAUSE".
+pub fn split_path_error(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("failed to ")?;
+    let (head, cause) = rest.split_once("`: ")?;
+    Some((head.split_once('`')?.1, cause))
 }

@@ -20,7 +20,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use error::{FetchError, without_path};
+pub use error::{FetchError, split_path_error, without_path};
 pub use reporter::{FetchEnd, FetchId, FetchStart, Reporter};
 
 /// The nats-server version opsbox downloads unless told otherwise.

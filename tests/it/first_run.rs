@@ -58,16 +58,35 @@ fn path_with_postgres_15() -> String {
 #[test]
 fn up_offline_with_only_postgres_15_fails_and_creates_no_database() {
     let opsbox = project_with_only_postgres_15();
-    let output = opsbox
+    let log = opsbox.home.path().join("up.log");
+    let mut up = opsbox
         .command()
         .env("PATH", path_with_postgres_15())
         .args(["--offline", "up", "--services", "postgres"])
         .args(opsbox.port_args())
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    // It fails at once (well under a second); one that keeps running started a stack.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = up.kill();
+            let _ = up.wait();
+            panic!(
+                "opsbox up kept running for 60 s with only PostgreSQL 15 available:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
     insta::assert_snapshot!(
         filtered(&text, &[(&opsbox.cache_dir, "CACHE")]),
         @r"
@@ -302,4 +321,65 @@ fn progress_moves_on_a_terminal_during_package_client_fetches() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `opsbox ARGS` with a clean opsbox environment, PATH without nats-server or PostgreSQL:
+/// its exit code and filtered stderr.
+fn failing(args: &[&str], cache: &Path) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opsbox"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OPSBOX_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command
+        .env("NO_COLOR", "1")
+        .env("PATH", "/usr/bin:/bin")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    filtered(&text, &[(cache, "CACHE")])
+}
+
+/// The main error messages, whole: each names the thing and the failed action once, its cause
+/// once, and a hint.
+#[test]
+fn errors_print_their_cause_once() {
+    let home = open_temp_dir();
+    let cache = home.path().join("cache");
+
+    insta::assert_snapshot!(failing(&["--cache-dir", "/proc/nope", "fetch"], &cache), @r"
+    error: cannot create the directory /proc/nope/nats-server for nats-server 2.15.1
+      caused by: No such file or directory (os error 2)
+    hint: check the permissions of the cache directory, or choose another one with --cache-dir / OPSBOX_CACHE_DIR
+    ");
+
+    let cache_arg = cache.to_str().unwrap();
+    let explicit_postgres = ["--postgres-dir", "/usr/lib/postgresql/15"];
+    let mut offline = vec!["--offline", "--cache-dir", cache_arg, "fetch"];
+    offline.extend(explicit_postgres);
+    insta::assert_snapshot!(failing(&offline, &cache), @r"
+    postgresql 15.[MINOR]: explicit binary /usr/lib/postgresql/15
+    error: nats-server 2.15.1 is not in the cache [CACHE] and not on PATH, and downloads are off (offline)
+    hint: run `opsbox fetch` while online, pass `--nats-server PATH`, or set OPSBOX_MIRROR=file:///... to a local mirror
+    ");
+
+    let mut explicit = vec!["--cache-dir", cache_arg, "fetch"];
+    explicit.extend(["--nats-server", "/nonexistent/nats-server"]);
+    explicit.extend(explicit_postgres);
+    insta::assert_snapshot!(failing(&explicit, &cache), @r"
+    postgresql 15.[MINOR]: explicit binary /usr/lib/postgresql/15
+    error: the nats-server given explicitly at /nonexistent/nats-server does not exist
+    hint: pass the path of an executable file, or drop the option to let opsbox fetch it
+    ");
+
+    let data = ["--data-dir", "/proc/nope/data", "up", "--services", "nats"];
+    insta::assert_snapshot!(failing(&data, &cache), @r"
+    error: cannot create the data directory /proc/nope/data
+      caused by: No such file or directory (os error 2)
+    hint: choose a writable directory with --data-dir / OPSBOX_DATA_DIR, or fix the permissions of /proc/nope/data
+    ");
 }
