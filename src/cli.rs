@@ -139,6 +139,10 @@ pub struct BinaryArgs {
     /// PostgreSQL version to download (default: pinned in opsbox, a 16.x).
     #[arg(long, env = "OPSBOX_POSTGRES_VERSION", value_name = "VERSION")]
     pub postgres_version: Option<String>,
+    /// Let a PostgreSQL of this other major version (e.g. a system PostgreSQL 15) create and
+    /// run this project's database. Its data directory then stays of that major version.
+    #[arg(long, env = "OPSBOX_ALLOW_POSTGRES_MAJOR", value_name = "MAJOR")]
+    pub allow_postgres_major: Option<u32>,
     /// Base URL of a mirror in the upstream GitHub release layout (http, https or file).
     #[arg(long, env = "OPSBOX_MIRROR", value_name = "URL")]
     pub mirror: Option<String>,

@@ -87,10 +87,11 @@ impl From<FetchError> for Error {
 }
 
 impl Error {
+    /// An I/O failure; `context` names the path, so fs-err's copy of it is dropped.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            source: crate::fetch::without_path(source),
         }
     }
 

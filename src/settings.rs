@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg};
 use crate::config::Ops;
 use crate::error::{Error, Result};
-use crate::fetch::{DEFAULT_NATS_VERSION, DEFAULT_POSTGRES_VERSION};
+use crate::fetch::{DEFAULT_NATS_VERSION, DEFAULT_POSTGRES_VERSION, PostgresRequest};
 use crate::services::ServiceName;
 use crate::state::StateDir;
 
@@ -46,8 +46,22 @@ pub struct PostgresSettings {
     pub password: String,
     pub database: String,
     pub major: u32,
+    /// Another major version the user allowed (`--allow-postgres-major`).
+    pub allow_major: Option<u32>,
     pub dir: Option<PathBuf>,
     pub version: String,
+}
+
+impl PostgresSettings {
+    /// What to ask the fetcher for.
+    pub fn fetch_request(&self) -> PostgresRequest {
+        PostgresRequest {
+            explicit: self.dir.clone(),
+            version: self.version.clone(),
+            major: self.major,
+            allow_major: self.allow_major.filter(|&major| major != self.major),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +133,7 @@ impl Settings {
             password: compose.postgres.password.clone(),
             database: compose.postgres.database.clone(),
             major: compose.postgres.major,
+            allow_major: binaries.allow_postgres_major,
             dir: binaries.postgres_dir.clone(),
             version: binaries
                 .postgres_version

@@ -1,5 +1,5 @@
 //! `opsbox fetch`: resolve (and download and verify when needed) nats-server and PostgreSQL
-//! now, so a later `opsbox up --offline` finds them in the cache.
+//! now, both at once, so a later `opsbox up --offline` finds them in the cache.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,18 +18,19 @@ pub async fn run(global: &GlobalArgs, args: &FetchArgs) -> Result<ExitCode> {
         mirror: settings.mirror.clone(),
         reporter: Arc::new(output::ProgressReporter::default()),
     };
-    // The reporter prints where each one came from; these lines say where it is.
-    let nats = fetcher
-        .nats_server(settings.nats.binary.clone(), &settings.nats.version)
-        .await?;
+    let postgres_request = settings.postgres.fetch_request();
+    let (nats, postgres) = tokio::join!(
+        fetcher.nats_server(settings.nats.binary.clone(), &settings.nats.version),
+        fetcher.postgres(&postgres_request),
+    );
+    // The reporter printed where each one came from; these lines say where it is.
+    let nats = nats?;
     output::info(&format!(
         "nats-server {}: {}",
         nats.version,
         nats.path.display()
     ));
-    let postgres = fetcher
-        .postgres(settings.postgres.dir.clone(), &settings.postgres.version)
-        .await?;
+    let postgres = postgres?;
     output::info(&format!(
         "postgresql {}: {}",
         postgres.version,

@@ -35,6 +35,9 @@ struct ServiceStatus {
     port: Option<u16>,
     uptime_seconds: Option<u64>,
     data_dir: PathBuf,
+    /// PostgreSQL: the major version its data directory was created by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    major_version: Option<u32>,
     log: PathBuf,
     restarts: u32,
     last_error: Option<String>,
@@ -138,6 +141,7 @@ fn from_record(settings: &Settings, run: &RunFile, name: ServiceName) -> Service
         url: Some(record.url.clone()),
         port: Some(record.port),
         uptime_seconds: uptime,
+        major_version: major_version(name, &record.data_dir),
         data_dir: record.data_dir.clone(),
         log: record.log.clone(),
         restarts: record.restarts,
@@ -170,6 +174,7 @@ fn not_running(settings: &Settings, name: ServiceName, state: ServiceState) -> S
         url: None,
         port: None,
         uptime_seconds: None,
+        major_version: major_version(name, &settings.state.service_data(name)),
         data_dir: settings.state.service_data(name),
         log: settings.state.log(Some(name)),
         restarts: 0,
@@ -179,6 +184,12 @@ fn not_running(settings: &Settings, name: ServiceName, state: ServiceState) -> S
         next_start_in_ms: None,
         restart_reason: None,
     }
+}
+
+fn major_version(name: ServiceName, data_dir: &std::path::Path) -> Option<u32> {
+    (name == ServiceName::Postgres)
+        .then(|| crate::services::postgres::data_directory_major(data_dir))
+        .flatten()
 }
 
 fn table(report: &Report) -> String {
@@ -192,7 +203,10 @@ fn table(report: &Report) -> String {
                 service.pid.map_or("-".into(), |pid| pid.to_string()),
                 service.url.clone().unwrap_or_else(|| "-".into()),
                 service.uptime_seconds.map_or("-".into(), human_duration),
-                service.data_dir.display().to_string(),
+                match service.major_version {
+                    Some(major) => format!("{} (PostgreSQL {major})", service.data_dir.display()),
+                    None => service.data_dir.display().to_string(),
+                },
             ]
         })
         .collect();

@@ -47,7 +47,7 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
         cache_dir: settings.cache_dir.clone(),
         offline: settings.offline,
         mirror: settings.mirror.clone(),
-        reporter: Arc::new(output::ProgressReporter::default()),
+        reporter: Arc::new(output::ProgressReporter::with_log(settings.state.log(None))),
     };
     let (nats_binary, postgres_install) = tokio::join!(
         async {
@@ -63,7 +63,7 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
         async {
             if settings.runs(ServiceName::Postgres) {
                 fetcher
-                    .postgres(settings.postgres.dir.clone(), &settings.postgres.version)
+                    .postgres(&settings.postgres.fetch_request())
                     .await
                     .map(Some)
             } else {
@@ -415,12 +415,13 @@ async fn detach(settings: &Settings, args: &UpArgs) -> Result<ExitCode> {
     let timeout = Duration::from_secs(args.wait_timeout);
     loop {
         // Show the background supervisor's progress lines as they come.
+        // Detail lines (full error chains) stay in the log.
         for line in progress.new_lines() {
-            output::info(&line);
+            output::info_unless_detail(&line);
         }
         if let Ok(Some(status)) = child.try_wait() {
             for line in progress.new_lines() {
-                output::info(&line);
+                output::info_unless_detail(&line);
             }
             return Err(Error::Message(format!(
                 "the opsbox supervisor exited ({status}) before the stack was ready; its log is {}",
@@ -577,6 +578,9 @@ fn supervise_args(settings: &Settings, args: &UpArgs) -> Vec<OsString> {
     }
     if let Some(mirror) = &settings.mirror {
         push("--mirror", mirror.clone());
+    }
+    if let Some(major) = settings.postgres.allow_major {
+        push("--allow-postgres-major", major.to_string());
     }
     out
 }

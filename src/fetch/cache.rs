@@ -77,7 +77,11 @@ impl CacheEntry {
                     ));
                 }
                 Err(error) => {
-                    return EntryState::Corrupt(format!("cannot read {}: {error}", path.display()));
+                    return EntryState::Corrupt(format!(
+                        "cannot read {}: {}",
+                        path.display(),
+                        super::error::without_path(error)
+                    ));
                 }
             }
         }
@@ -160,14 +164,39 @@ impl CacheEntry {
             .map_err(subject.io("create a staging directory in", parent))
     }
 
-    /// Makes the staged tree readable by all, writes the verification record, and renames the
+    /// Installs one executable file, `bytes` at `relative`, as the whole entry.
+    pub(crate) fn install_file(
+        &self,
+        subject: Subject<'_>,
+        relative: &str,
+        bytes: &[u8],
+        origin: &Path,
+    ) -> Result<(), FetchError> {
+        let staging = self.staging(subject)?;
+        let target = staging.path().join(relative);
+        fs_err::write(&target, bytes).map_err(subject.io("write", &target))?;
+        fs_err::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+            .map_err(subject.io("set permissions of", &target))?;
+        self.install(subject, staging, origin)
+    }
+
+    /// Checks that the staged tree (unpacked from `origin`) has every executable the record
+    /// covers, makes it readable by all, writes the verification record, and renames the
     /// staging directory into place.
     pub(crate) fn install(
         &self,
         subject: Subject<'_>,
         staging: tempfile::TempDir,
+        origin: &Path,
     ) -> Result<(), FetchError> {
         let root = staging.path().to_path_buf();
+        for executable in &self.executables {
+            if !super::system::is_executable(&root.join(executable)) {
+                return Err(subject.archive_error(origin)(format!(
+                    "it holds no executable {executable}"
+                )));
+            }
+        }
         make_world_readable(&root).map_err(subject.io("set permissions under", &root))?;
         let mut record = String::new();
         for executable in &self.executables {

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::error::{FetchError, chain};
-use super::reporter::Reporter;
+use super::error::{FetchError, without_path};
+use super::reporter::{FetchStart, Progress, Reporter};
 
 /// What is being downloaded, for error messages and progress.
 #[derive(Clone, Copy)]
@@ -36,7 +36,7 @@ impl Subject<'_> {
             version,
             action,
             path,
-            source,
+            source: without_path(source),
         }
     }
 }
@@ -69,12 +69,20 @@ pub(crate) async fn fetch_text(subject: Subject<'_>, url: &str) -> Result<String
             .map_err(subject.io("read", &path));
     }
     let response = send(subject, url).await?;
-    response.text().await.map_err(|source| FetchError::Http {
+    response
+        .text()
+        .await
+        .map_err(|source| http_error(subject, url, source))
+}
+
+fn http_error(subject: Subject<'_>, url: &str, source: reqwest::Error) -> FetchError {
+    FetchError::Http {
         name: subject.name.into(),
         version: subject.version.into(),
         url: url.into(),
-        source,
-    })
+        // The variant names the URL already.
+        source: source.without_url(),
+    }
 }
 
 async fn send(subject: Subject<'_>, url: &str) -> Result<reqwest::Response, FetchError> {
@@ -82,12 +90,7 @@ async fn send(subject: Subject<'_>, url: &str) -> Result<reqwest::Response, Fetc
         .get(url)
         .send()
         .await
-        .map_err(|source| FetchError::Http {
-            name: subject.name.into(),
-            version: subject.version.into(),
-            url: url.into(),
-            source,
-        })?;
+        .map_err(|source| http_error(subject, url, source))?;
     if !response.status().is_success() {
         return Err(FetchError::HttpStatus {
             name: subject.name.into(),
@@ -100,10 +103,12 @@ async fn send(subject: Subject<'_>, url: &str) -> Result<reqwest::Response, Fetc
 }
 
 /// Downloads `url` to `dir/file_name`, which appears only once its sha256 equals `expected`
-/// (lowercase hex). On any failure nothing is left in `dir`.
+/// (lowercase hex). On any failure nothing is left in `dir`. `via` names the source in
+/// progress lines ("GitHub", "mirror ...").
 pub(crate) async fn download_verified(
     subject: Subject<'_>,
     reporter: &dyn Reporter,
+    via: &str,
     url: &str,
     dir: &Path,
     file_name: &str,
@@ -119,61 +124,55 @@ pub(crate) async fn download_verified(
         .map_err(subject.io("create a temp file in", dir))?;
     let mut hasher = Sha256::new();
     let mut out = std::io::BufWriter::new(temp);
-    let write_error = |temp_path: &Path| subject.io("write", temp_path);
+    let temp_path = out.get_ref().path().to_path_buf();
+    let start = |total: Option<u64>| {
+        Progress::start(
+            reporter,
+            &FetchStart {
+                name: subject.name,
+                version: subject.version,
+                via,
+                what: url,
+                total,
+            },
+        )
+    };
 
-    if let Some(path) = file_url_path(url) {
+    let progress = if let Some(path) = file_url_path(url) {
         let mut file = fs_err::tokio::File::open(&path)
             .await
             .map_err(subject.io("open", &path))?;
         let total = file.metadata().await.ok().map(|m| m.len());
-        reporter.download_start(subject.name, url, total);
+        let mut progress = start(total);
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
-            let read = match file.read(&mut buffer).await {
-                Ok(read) => read,
-                Err(error) => {
-                    reporter.download_end();
-                    return Err(subject.io("read", &path)(error));
-                }
-            };
+            let read = file
+                .read(&mut buffer)
+                .await
+                .map_err(subject.io("read", &path))?;
             if read == 0 {
                 break;
             }
             hasher.update(&buffer[..read]);
-            let temp_path = out.get_ref().path().to_path_buf();
-            if let Err(error) = out.write_all(&buffer[..read]) {
-                reporter.download_end();
-                return Err(write_error(&temp_path)(error));
-            }
-            reporter.download_progress(read as u64);
+            out.write_all(&buffer[..read])
+                .map_err(subject.io("write", &temp_path))?;
+            progress.advance(read as u64);
         }
+        progress
     } else {
         let response = send(subject, url).await?;
-        reporter.download_start(subject.name, url, response.content_length());
+        let mut progress = start(response.content_length());
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(source) => {
-                    reporter.download_end();
-                    return Err(FetchError::Http {
-                        name: subject.name.into(),
-                        version: subject.version.into(),
-                        url: url.into(),
-                        source,
-                    });
-                }
-            };
+            let chunk = chunk.map_err(|source| http_error(subject, url, source))?;
             hasher.update(&chunk);
-            let temp_path = out.get_ref().path().to_path_buf();
-            if let Err(error) = out.write_all(&chunk) {
-                reporter.download_end();
-                return Err(write_error(&temp_path)(error));
-            }
-            reporter.download_progress(chunk.len() as u64);
+            out.write_all(&chunk)
+                .map_err(subject.io("write", &temp_path))?;
+            progress.advance(chunk.len() as u64);
         }
-    }
-    reporter.download_end();
+        progress
+    };
+    progress.finish();
 
     let temp_path = out.get_ref().path().to_path_buf();
     let temp = out
@@ -225,9 +224,4 @@ pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
-}
-
-/// The error text of a failed source, with its causes.
-pub(crate) fn describe(error: &FetchError) -> String {
-    chain(error)
 }

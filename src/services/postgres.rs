@@ -36,6 +36,15 @@ pub struct PostgresService {
     pub initdb_dir: Option<PathBuf>,
 }
 
+/// The major version a data directory was created by, as PostgreSQL records it (`PG_VERSION`).
+pub fn data_directory_major(data_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join("PG_VERSION"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn fail(message: impl Into<String>, hint: Option<String>) -> Error {
     Error::Service {
         service: ServiceName::Postgres,
@@ -86,12 +95,11 @@ impl PostgresService {
     /// pointing another version at it risks it.
     fn check_version(&self) -> Result<()> {
         let marker = self.data_dir.join("PG_VERSION");
-        let Ok(found) = std::fs::read_to_string(&marker) else {
+        let Some(found) = data_directory_major(&self.data_dir) else {
             return Ok(());
         };
-        let found = found.trim();
         match self.install_major() {
-            Some(major) if found != major.to_string() => Err(fail(
+            Some(major) if found != major => Err(fail(
                 format!(
                     "the data directory {} was created by PostgreSQL {found} ({}), but the server is PostgreSQL {major}",
                     self.data_dir.display(),

