@@ -1,10 +1,15 @@
 //! The S3 endpoint: s3s + s3s-fs served in-process, with the fixes that make it behave like S3.
 
 mod access_log;
+mod acl;
 mod backend;
+mod checksum;
+mod conditions;
 mod health;
 mod keys;
 mod listing;
+mod multipart;
+mod request_fixes;
 mod server;
 mod storage;
 
