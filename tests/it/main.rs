@@ -7,6 +7,7 @@ mod faults;
 mod fetch;
 mod nats;
 mod postgres;
+mod s3_clients;
 mod s3_stack;
 mod support;
 mod up_errors;

@@ -624,12 +624,11 @@ impl Backend {
                     .find(d)
                     .map(|at| key[..prefix.len() + at + d.len()].to_owned())
             });
-            if let Some(common) = &common {
-                if prefixes.last() == Some(common)
-                    || key_marker.is_some_and(|m| common.as_str() <= m)
-                {
-                    continue;
-                }
+            if let Some(common) = &common
+                && (prefixes.last() == Some(common)
+                    || key_marker.is_some_and(|m| common.as_str() <= m))
+            {
+                continue;
             }
             if uploads.len() + prefixes.len() >= max {
                 truncated = true;
