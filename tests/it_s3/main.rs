@@ -21,6 +21,7 @@ use opsbox::services::s3::{S3Config, S3Server};
 mod conditional;
 mod multipart_copy;
 mod semantics;
+mod streaming;
 
 const ACCESS_KEY: &str = "opsbox-test";
 const SECRET_KEY: &str = "opsbox-test-secret";

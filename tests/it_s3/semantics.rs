@@ -232,6 +232,50 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     outer.finalize().to_vec()
 }
 
+/// The `Authorization` header of SigV4 by hand: `headers` are the signed headers
+/// (lowercase names, sorted), `time` is `x-amz-date`'s or `Date`'s instant.
+pub(crate) fn sign_v4(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    payload_hash: &str,
+    time: time::OffsetDateTime,
+) -> String {
+    let amz_date = time
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap();
+    let day = &amz_date[..8];
+    let canonical_headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}:{value}\n"))
+        .collect();
+    let signed: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+    let signed = signed.join(";");
+    let canonical = format!("{method}\n{path}\n\n{canonical_headers}\n{signed}\n{payload_hash}");
+    let scope = format!("{day}/us-east-1/s3/aws4_request");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+    );
+    let mut key = hmac_sha256(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes());
+    for part in ["us-east-1", "s3", "aws4_request"] {
+        key = hmac_sha256(&key, part.as_bytes());
+    }
+    let signature = hex::encode(hmac_sha256(&key, to_sign.as_bytes()));
+    format!(
+        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    )
+}
+
+pub(crate) fn amz_date(time: time::OffsetDateTime) -> String {
+    time.format(time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second]Z"
+    ))
+    .unwrap()
+}
+
 /// SigV4 by hand with the time in the `Date` header and no `x-amz-date`, as some clients do.
 #[tokio::test]
 async fn a_request_signed_with_the_date_header_validates() {
@@ -243,29 +287,18 @@ async fn a_request_signed_with_the_date_header_validates() {
             "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
         ))
         .unwrap();
-    let amz_date = now
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap();
-    let day = &amz_date[..8];
     let host = s3.addr.to_string();
     let payload = hex::encode(sha2::Sha256::digest(b""));
-    let canonical = format!(
-        "GET\n/preset/dated\n\ndate:{http_date}\nhost:{host}\nx-amz-content-sha256:{payload}\n\ndate;host;x-amz-content-sha256\n{payload}"
-    );
-    let scope = format!("{day}/us-east-1/s3/aws4_request");
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
-    );
-    let mut key = hmac_sha256(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes());
-    for part in ["us-east-1", "s3", "aws4_request"] {
-        key = hmac_sha256(&key, part.as_bytes());
-    }
-    let signature = hex::encode(hmac_sha256(&key, to_sign.as_bytes()));
-    let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=date;host;x-amz-content-sha256, Signature={signature}"
+    let authorization = sign_v4(
+        "GET",
+        "/preset/dated",
+        &[
+            ("date", &http_date),
+            ("host", &host),
+            ("x-amz-content-sha256", &payload),
+        ],
+        &payload,
+        now,
     );
     let response = reqwest::Client::new()
         .get(format!("{}/preset/dated", s3.url()))

@@ -130,7 +130,13 @@ impl S3Server {
             "listening on {local_addr}, data in {}",
             root.display()
         ));
-        let task = tokio::spawn(server::serve(listener, service, log, stopped));
+        let task = tokio::spawn(server::serve(
+            listener,
+            service,
+            log,
+            layout.temp_dir(),
+            stopped,
+        ));
         Ok(S3Server {
             local_addr,
             stop,

@@ -1,15 +1,18 @@
 //! What s3s 0.14.1 itself (not s3s-fs) gets wrong, fixed around it:
 //!
-//! - before s3s: a SigV4 request signed with a `Date` header and no `x-amz-date` (s3s insists
+//! - before s3s: a body sent without Content-Length (`Transfer-Encoding: chunked`), which s3s
+//!   refuses with 411 unless it is aws-chunked, is spooled to a temp file and given its length;
+//!   a SigV4 request signed with a `Date` header and no `x-amz-date` (s3s insists
 //!   on `x-amz-date`); presigned `X-Amz-Expires` outside 1..=604800 (s3s accepts any u32); a
 //!   `Content-MD5` that is empty or not base64 of 16 bytes (400 InvalidDigest on every call,
 //!   before the body is read);
 //! - after s3s: every response carries `x-amz-request-id` and every error body the same
 //!   `RequestId` (s3s sets neither); a 304 has no body.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use s3s::dto::{Timestamp, TimestampFormat};
 
 /// S3's limit on a presigned URL's lifetime: seven days.
@@ -39,6 +42,14 @@ pub struct Refused {
 }
 
 impl Refused {
+    pub fn incomplete_body() -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            code: "IncompleteBody",
+            message: "The request body could not be received",
+        }
+    }
+
     pub fn response(&self) -> Response<s3s::Body> {
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
@@ -61,6 +72,54 @@ fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
 }
+
+/// A PUT or POST without Content-Length whose body is not aws-chunked (which carries its own
+/// decoded length): receive the body into an unlinked temp file, then hand s3s a body of known
+/// length. Memory stays bounded whatever the size.
+pub async fn spool_unsized_body(
+    req: &mut Request<s3s::Body>,
+    temp_dir: &Path,
+) -> std::io::Result<()> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let headers = req.headers();
+    let chunked = headers
+        .get(http::header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let streaming = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("STREAMING-"));
+    let has_length = headers.contains_key(http::header::CONTENT_LENGTH);
+    if !chunked || streaming || has_length || !matches!(*req.method(), Method::PUT | Method::POST) {
+        return Ok(());
+    }
+    let n = SPOOLED.fetch_add(1, Ordering::Relaxed);
+    let path = temp_dir.join(format!("{}-spool-{n}.part", std::process::id()));
+    let mut file = fs_err::tokio::File::create(&path).await?;
+    // Unlinked at once: the open handles keep the bytes, nothing is left after a crash.
+    let reader = fs_err::tokio::File::open(&path).await?;
+    fs_err::tokio::remove_file(&path).await?;
+    let mut body = std::mem::take(req.body_mut());
+    let mut length = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        length += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    drop(file);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader.into_parts().0, 512 * 1024)
+        .map(|chunk| chunk.map(http_body::Frame::data));
+    *req.body_mut() = s3s::Body::http_body(http_body_util::StreamBody::new(stream));
+    let headers = req.headers_mut();
+    headers.remove(http::header::TRANSFER_ENCODING);
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(())
+}
+
+static SPOOLED: AtomicU64 = AtomicU64::new(0);
 
 /// Check and adjust a request before s3s parses it.
 pub fn before_s3s(req: &mut Request<s3s::Body>) -> Result<(), Refused> {

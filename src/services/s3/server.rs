@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,8 @@ impl S3Host for Hosts {
 struct Handler {
     s3: S3Service,
     log: AccessLog,
+    /// Where bodies sent without a length are spooled (request_fixes.rs).
+    temp_dir: Arc<PathBuf>,
 }
 
 impl Handler {
@@ -79,7 +82,15 @@ impl Handler {
             Some(response) => response,
             None => {
                 let mut req = req.map(s3s::Body::from);
-                match request_fixes::before_s3s(&mut req) {
+                let checked =
+                    match request_fixes::spool_unsized_body(&mut req, &self.temp_dir).await {
+                        Ok(()) => request_fixes::before_s3s(&mut req),
+                        Err(e) => {
+                            self.log.error(&format!("{method} {path}: {e}"));
+                            Err(request_fixes::Refused::incomplete_body())
+                        }
+                    };
+                match checked {
                     Err(refused) => refused.response(),
                     Ok(()) => match self.s3.call(req).await {
                         Ok(response) => response,
@@ -111,11 +122,13 @@ pub async fn serve(
     listener: TcpListener,
     s3: S3Service,
     log: AccessLog,
+    temp_dir: PathBuf,
     stop: oneshot::Receiver<Duration>,
 ) {
     let handler = Handler {
         s3,
         log: log.clone(),
+        temp_dir: Arc::new(temp_dir),
     };
     let service = hyper::service::service_fn(move |req| handler.clone().handle(req));
     let builder = Arc::new(ConnectionBuilder::new(TokioExecutor::new()));
