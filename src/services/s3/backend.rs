@@ -25,6 +25,8 @@ const READ_BUFFER: usize = 512 * 1024;
 /// Uploads are written through a buffer this large, so memory per upload stays bounded.
 const WRITE_BUFFER: usize = 1024 * 1024;
 const KEY_LOCKS: usize = 64;
+/// Bodies above this size are hashed on another thread while they are written.
+const HASH_ON_THREAD_ABOVE: usize = 1024 * 1024;
 /// S3's limit on the keys of one DeleteObjects request.
 const MAX_DELETE_KEYS: usize = 1000;
 
@@ -101,6 +103,15 @@ pub(super) fn format_expires(expires: Option<Timestamp>) -> Option<String> {
     let mut buf = Vec::new();
     expires?.format(TimestampFormat::DateTime, &mut buf).ok()?;
     String::from_utf8(buf).ok()
+}
+
+/// Where the MD5 (and requested checksums) of an upload are computed.
+enum Hashing {
+    Inline(Md5),
+    Thread(
+        tokio::sync::mpsc::Sender<bytes::Bytes>,
+        tokio::task::JoinHandle<([u8; 16], s3s::checksum::ChecksumHasher)>,
+    ),
 }
 
 /// A received upload body: in a temp file, not yet fsynced nor visible.
@@ -246,25 +257,56 @@ impl Backend {
         Ok((path, stat, meta))
     }
 
-    /// Stream a request body into a temp file while hashing it; memory use is bounded by the buffer.
+    /// Stream a request body into a temp file while hashing it; memory use is bounded by the
+    /// buffer. Large bodies are hashed (MD5 and any requested checksum) on a blocking thread
+    /// while this task writes, so hashing and writing overlap on two cores instead of taking
+    /// turns; small ones are hashed inline, where a thread hand-off would cost more.
     pub(super) async fn receive(
         &self,
         body: Option<StreamingBlob>,
         hasher: &mut s3s::checksum::ChecksumHasher,
     ) -> S3Result<Received> {
+        use s3s::stream::ByteStream as _;
         let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let temp = self.layout.temp_path();
         let file = tokio::fs::File::create(temp.path())
             .await
             .map_err(|e| self.failed("create temp file", temp.path(), &e))?;
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut md5 = Md5::new();
+        let on_thread = body
+            .remaining_length()
+            .exact()
+            .is_none_or(|n| n > HASH_ON_THREAD_ABOVE);
+        let mut hashing = if on_thread {
+            let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+            let mut hasher = std::mem::take(hasher);
+            let task = tokio::task::spawn_blocking(move || {
+                let mut md5 = Md5::new();
+                while let Some(chunk) = received.blocking_recv() {
+                    md5.update(&chunk);
+                    hasher.update(&chunk);
+                }
+                (<[u8; 16]>::from(md5.finalize()), hasher)
+            });
+            Hashing::Thread(chunks, task)
+        } else {
+            Hashing::Inline(Md5::new())
+        };
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(body_error)?;
-            md5.update(&chunk);
-            hasher.update(&chunk);
             size += chunk.len() as u64;
+            match &mut hashing {
+                Hashing::Inline(md5) => {
+                    md5.update(&chunk);
+                    hasher.update(&chunk);
+                }
+                // Bytes is reference-counted: the thread hashes the same buffer.
+                Hashing::Thread(chunks, _) => chunks
+                    .send(chunk.clone())
+                    .await
+                    .map_err(|e| self.failed_any("hash upload", e))?,
+            }
             writer
                 .write_all(&chunk)
                 .await
@@ -274,10 +316,19 @@ impl Backend {
             .flush()
             .await
             .map_err(|e| self.failed("write temp file", temp.path(), &e))?;
+        let md5 = match hashing {
+            Hashing::Inline(md5) => md5.finalize().into(),
+            Hashing::Thread(chunks, task) => {
+                drop(chunks);
+                let (md5, done) = task.await.map_err(|e| self.failed_any("hash upload", e))?;
+                *hasher = done;
+                md5
+            }
+        };
         Ok(Received {
             temp,
             file: writer.into_inner(),
-            md5: md5.finalize().into(),
+            md5,
             size,
         })
     }
