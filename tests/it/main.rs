@@ -9,6 +9,7 @@ mod first_run;
 mod nats;
 mod postgres;
 mod readme;
+mod s3_clients;
 mod s3_stack;
 mod support;
 mod up_errors;

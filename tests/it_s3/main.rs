@@ -18,6 +18,11 @@ use base64::Engine as _;
 use md5::Digest as _;
 use opsbox::services::s3::{S3Config, S3Server};
 
+mod conditional;
+mod multipart_copy;
+mod semantics;
+mod streaming;
+
 const ACCESS_KEY: &str = "opsbox-test";
 const SECRET_KEY: &str = "opsbox-test-secret";
 
@@ -1006,25 +1011,24 @@ async fn bad_digest_leaves_previous_object_untouched() {
 async fn hostile_keys_stay_inside_the_bucket() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    let keys = [
+    // Keys S3 stores like any other: each must round-trip (a 4xx is a failure).
+    let ordinary = ["sp ace/+plus", "ü/€", "a//b", "trail/", "/lead", ".hidden"];
+    // Keys that try to leave the bucket: stored inside it, or refused with a 4xx.
+    let hostile = [
         "../x",
         "a/../../b",
         "..",
         ".",
-        "a//b",
         "./y",
         "%2e%2e/z",
         "..%2f..%2fw",
         ".bucket-x.object-y.metadata.json",
         ".opsbox-s3",
-        "/lead",
-        "trail/",
         "a/./b",
-        "sp ace/+plus",
-        "ü/€",
     ];
+    let keys: Vec<&str> = ordinary.iter().chain(hostile.iter()).copied().collect();
     let mut failures = Vec::new();
-    for key in keys {
+    for &key in &keys {
         let body = format!("body of {key}");
         let result = c
             .put_object()
@@ -1051,7 +1055,7 @@ async fn hostile_keys_stay_inside_the_bucket() {
             },
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-                if !(400..500).contains(&status) {
+                if ordinary.contains(&key) || !(400..500).contains(&status) {
                     failures.push(format!(
                         "{key:?}: PUT answered {status} {:?}",
                         e.into_service_error()
@@ -1089,7 +1093,7 @@ async fn hostile_keys_stay_inside_the_bucket() {
         .iter()
         .map(|o| o.key().unwrap().to_owned())
         .collect();
-    for key in keys {
+    for &key in &keys {
         if c.head_object()
             .bucket("preset")
             .key(key)
@@ -1174,28 +1178,6 @@ async fn data_survives_restart_and_temp_files_are_cleaned() {
         .map(|o| o.key().unwrap().to_owned())
         .collect();
     assert_eq!(keys, vec!["durable/key".to_owned()]);
-}
-
-#[tokio::test]
-async fn presigned_get_works_and_expires() {
-    let s3 = Endpoint::start().await;
-    let c = s3.client();
-    put(&c, "preset", "shared.txt", b"presigned body").await;
-    let url = c
-        .get_object()
-        .bucket("preset")
-        .key("shared.txt")
-        .presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap())
-        .await
-        .unwrap();
-    let http = reqwest::Client::new();
-    let response = http.get(url.uri()).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(response.bytes().await.unwrap().as_ref(), b"presigned body");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let response = http.get(url.uri()).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 403);
-    assert!(response.text().await.unwrap().contains("AccessDenied"));
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
-//! The `s3s::S3` implementation: bucket calls delegate to `s3s_fs::FileSystem`; object,
-//! listing and multipart calls are ours, on the layout of storage.rs.
+//! The `s3s::S3` implementation: bucket calls delegate to `s3s_fs::FileSystem`; object calls
+//! are here, listing, multipart and ACL calls in their own files, on the layout of storage.rs.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
 use futures::StreamExt;
@@ -14,24 +15,32 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::access_log::AccessLog;
+use super::checksum::{add_trailers, checksum_hasher, verify_checksums, verify_content_md5};
+use super::conditions::{Conditions, WriteCondition};
 use super::keys;
-use super::listing;
 use super::storage::{self, Layout, ObjectMeta, TempPath};
 
 /// Reads of object data use buffers this large (s3s-fs uses 4 KiB, which caps throughput).
 const READ_BUFFER: usize = 512 * 1024;
 /// Uploads are written through a buffer this large, so memory per upload stays bounded.
 const WRITE_BUFFER: usize = 1024 * 1024;
-const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 const KEY_LOCKS: usize = 64;
+/// Bodies above this size are hashed on another thread while they are written.
+const HASH_ON_THREAD_ABOVE: usize = 1024 * 1024;
+/// S3's limit on the keys of one DeleteObjects request.
+const MAX_DELETE_KEYS: usize = 1000;
 
 /// The storage backend behind the S3 service.
 pub struct Backend {
     fs: s3s_fs::FileSystem,
-    layout: Arc<Layout>,
+    pub(super) layout: Arc<Layout>,
     log: AccessLog,
     /// Striped locks that serialise the commit (data + sidecar rename) of writes to one key.
     key_locks: Vec<Mutex<()>>,
+    /// Striped locks that serialise changes to one multipart upload (parts, complete, abort).
+    upload_locks: Vec<Mutex<()>>,
+    /// Orders part uploads by their start (multipart.rs).
+    pub(super) sequence: AtomicU64,
 }
 
 impl std::fmt::Debug for Backend {
@@ -42,21 +51,7 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct UploadInfo {
-    bucket: String,
-    key: String,
-    meta: ObjectMeta,
-}
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct PartInfo {
-    e_tag: String,
-    md5: String,
-    size: u64,
-}
-
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
 
@@ -77,7 +72,7 @@ fn key_too_long() -> s3s::S3Error {
     s3_error!(KeyTooLongError, "Your key is too long")
 }
 
-fn check_key(key: &str) -> S3Result<()> {
+pub(super) fn check_key(key: &str) -> S3Result<()> {
     match keys::validate(key) {
         Ok(()) => Ok(()),
         Err(keys::KeyProblem::Empty) => {
@@ -94,7 +89,7 @@ fn body_error(e: s3s::StdError) -> s3s::S3Error {
     }
 }
 
-fn timestamp(time: io::Result<SystemTime>) -> Option<Timestamp> {
+pub(super) fn timestamp(time: io::Result<SystemTime>) -> Option<Timestamp> {
     time.ok().map(Timestamp::from)
 }
 
@@ -104,141 +99,38 @@ fn parse_expires(meta: &ObjectMeta) -> Option<Timestamp> {
         .and_then(|s| Timestamp::parse(TimestampFormat::DateTime, s).ok())
 }
 
-fn format_expires(expires: Option<Timestamp>) -> Option<String> {
+pub(super) fn format_expires(expires: Option<Timestamp>) -> Option<String> {
     let mut buf = Vec::new();
     expires?.format(TimestampFormat::DateTime, &mut buf).ok()?;
     String::from_utf8(buf).ok()
 }
 
-/// The checksums a request announced (headers or trailers) and the hasher that checks them.
-fn checksum_hasher(
-    announced: &Checksum,
-    algorithm: Option<&ChecksumAlgorithm>,
-) -> S3Result<s3s::checksum::ChecksumHasher> {
-    let mut hasher = s3s::checksum::ChecksumHasher::default();
-    let mut enable = |name: &str| -> S3Result<()> {
-        match name {
-            ChecksumAlgorithm::CRC32 => hasher.crc32 = Some(Default::default()),
-            ChecksumAlgorithm::CRC32C => hasher.crc32c = Some(Default::default()),
-            ChecksumAlgorithm::SHA1 => hasher.sha1 = Some(Default::default()),
-            ChecksumAlgorithm::SHA256 => hasher.sha256 = Some(Default::default()),
-            ChecksumAlgorithm::CRC64NVME => hasher.crc64nvme = Some(Default::default()),
-            _ => return Err(s3_error!(NotImplemented, "Unsupported checksum algorithm")),
-        }
-        Ok(())
-    };
-    for (value, name) in [
-        (&announced.checksum_crc32, ChecksumAlgorithm::CRC32),
-        (&announced.checksum_crc32c, ChecksumAlgorithm::CRC32C),
-        (&announced.checksum_sha1, ChecksumAlgorithm::SHA1),
-        (&announced.checksum_sha256, ChecksumAlgorithm::SHA256),
-        (&announced.checksum_crc64nvme, ChecksumAlgorithm::CRC64NVME),
-    ] {
-        if value.is_some() {
-            enable(name)?;
-        }
-    }
-    if let Some(algorithm) = algorithm {
-        enable(algorithm.as_str())?;
-    }
-    Ok(hasher)
-}
-
-/// Fill in checksums sent as trailers (aws-chunked uploads) after the body was read.
-fn add_trailers(announced: &mut Checksum, trailers: Option<s3s::TrailingHeaders>) -> S3Result<()> {
-    let Some(trailers) = trailers.and_then(|t| t.take()) else {
-        return Ok(());
-    };
-    let slots = [
-        ("x-amz-checksum-crc32", &mut announced.checksum_crc32),
-        ("x-amz-checksum-crc32c", &mut announced.checksum_crc32c),
-        ("x-amz-checksum-sha1", &mut announced.checksum_sha1),
-        ("x-amz-checksum-sha256", &mut announced.checksum_sha256),
-        (
-            "x-amz-checksum-crc64nvme",
-            &mut announced.checksum_crc64nvme,
-        ),
-    ];
-    for (name, slot) in slots {
-        if let Some(value) = trailers.get(name) {
-            *slot = Some(
-                value
-                    .to_str()
-                    .map_err(|_| s3_error!(InvalidArgument, "bad {name} trailer"))?
-                    .to_owned(),
-            );
-        }
-    }
-    Ok(())
-}
-
-fn verify_checksums(announced: &Checksum, computed: &Checksum) -> S3Result<()> {
-    let pairs = [
-        ("crc32", &announced.checksum_crc32, &computed.checksum_crc32),
-        (
-            "crc32c",
-            &announced.checksum_crc32c,
-            &computed.checksum_crc32c,
-        ),
-        ("sha1", &announced.checksum_sha1, &computed.checksum_sha1),
-        (
-            "sha256",
-            &announced.checksum_sha256,
-            &computed.checksum_sha256,
-        ),
-        (
-            "crc64nvme",
-            &announced.checksum_crc64nvme,
-            &computed.checksum_crc64nvme,
-        ),
-    ];
-    for (name, expected, actual) in pairs {
-        if let Some(expected) = expected
-            && actual.as_ref() != Some(expected)
-        {
-            return Err(s3_error!(
-                BadDigest,
-                "The {name} checksum you specified did not match the data received"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn verify_content_md5(content_md5: Option<&str>, md5: &[u8]) -> S3Result<()> {
-    use base64::Engine as _;
-    let Some(content_md5) = content_md5 else {
-        return Ok(());
-    };
-    let expected = base64::engine::general_purpose::STANDARD
-        .decode(content_md5.trim())
-        .map_err(|_| {
-            s3_error!(
-                InvalidDigest,
-                "The Content-MD5 you specified is not valid base64"
-            )
-        })?;
-    if expected.len() != 16 {
-        return Err(s3_error!(
-            InvalidDigest,
-            "The Content-MD5 you specified is not an MD5"
-        ));
-    }
-    if expected != md5 {
-        return Err(s3_error!(
-            BadDigest,
-            "The Content-MD5 you specified did not match what we received"
-        ));
-    }
-    Ok(())
+/// Where the MD5 (and requested checksums) of an upload are computed.
+enum Hashing {
+    Inline(Md5),
+    Thread(
+        tokio::sync::mpsc::Sender<bytes::Bytes>,
+        tokio::task::JoinHandle<([u8; 16], s3s::checksum::ChecksumHasher)>,
+    ),
 }
 
 /// A received upload body: in a temp file, not yet fsynced nor visible.
-struct Received {
-    temp: TempPath,
-    file: tokio::fs::File,
-    md5: [u8; 16],
-    size: u64,
+pub(super) struct Received {
+    pub temp: TempPath,
+    pub file: tokio::fs::File,
+    pub md5: [u8; 16],
+    pub size: u64,
+}
+
+/// The bucket and key of a copy source (`x-amz-copy-source`).
+pub(super) fn copy_source(source: &CopySource) -> S3Result<(String, String)> {
+    match source {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "Only bucket copy sources are supported"
+        )),
+    }
 }
 
 impl Backend {
@@ -246,23 +138,33 @@ impl Backend {
         let fs = s3s_fs::FileSystem::new(layout.root())
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
         let key_locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
+        let upload_locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
+        // Part uploads are ordered by this counter; starting from the clock keeps the order
+        // across restarts.
+        let start = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
+            .unwrap_or_default();
         Ok(Backend {
             fs,
             layout,
             log,
             key_locks,
+            upload_locks,
+            sequence: AtomicU64::new(start),
         })
     }
 
     fn key_lock(&self, bucket: &str, key: &str) -> &Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (bucket, key).hash(&mut hasher);
-        &self.key_locks[(hasher.finish() as usize) % KEY_LOCKS]
+        &self.key_locks[stripe(&(bucket, key))]
+    }
+
+    pub(super) fn upload_lock(&self, upload_id: &str) -> &Mutex<()> {
+        &self.upload_locks[stripe(&upload_id)]
     }
 
     /// Log an internal failure with its path and turn it into an S3 error for the client.
-    fn failed(&self, action: &str, path: &Path, e: &io::Error) -> s3s::S3Error {
+    pub(super) fn failed(&self, action: &str, path: &Path, e: &io::Error) -> s3s::S3Error {
         if is_name_too_long(e) {
             return key_too_long();
         }
@@ -271,12 +173,12 @@ impl Backend {
         internal_error(action)
     }
 
-    fn failed_any(&self, action: &str, e: impl std::fmt::Display) -> s3s::S3Error {
+    pub(super) fn failed_any(&self, action: &str, e: impl std::fmt::Display) -> s3s::S3Error {
         self.log.error(&format!("cannot {action}: {e}"));
         internal_error(action)
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         action: &str,
         f: impl FnOnce() -> io::Result<T> + Send + 'static,
@@ -289,7 +191,7 @@ impl Backend {
         }
     }
 
-    fn require_bucket(&self, bucket: &str) -> S3Result<PathBuf> {
+    pub(super) fn require_bucket(&self, bucket: &str) -> S3Result<PathBuf> {
         let dir = self.layout.bucket_dir(bucket);
         if dir.is_dir() {
             Ok(dir)
@@ -319,25 +221,92 @@ impl Backend {
         .await
     }
 
-    /// Stream a request body into a temp file while hashing it; memory use is bounded by the buffer.
-    async fn receive(
+    /// The ETag of the object stored under `bucket/key` now, if there is one.
+    async fn current_e_tag(&self, bucket: &str, key: &str) -> S3Result<Option<String>> {
+        let path = self.layout.object_path(bucket, key);
+        match tokio::fs::metadata(&path).await {
+            Ok(stat) if stat.is_file() => {
+                Ok(Some(self.object_meta(bucket, key, &stat).await?.e_tag))
+            }
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) || is_name_too_long(&e) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.failed("stat object", &path, &e)),
+        }
+    }
+
+    /// The data file, its stat and metadata of an existing object (a copy source).
+    pub(super) async fn open_source(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<(PathBuf, std::fs::Metadata, ObjectMeta)> {
+        self.require_bucket(bucket)?;
+        let path = self.layout.object_path(bucket, key);
+        let stat = match tokio::fs::metadata(&path).await {
+            Ok(stat) if stat.is_file() => stat,
+            _ => return Err(s3_error!(NoSuchKey)),
+        };
+        let meta = self.object_meta(bucket, key, &stat).await?;
+        Ok((path, stat, meta))
+    }
+
+    /// Stream a request body into a temp file while hashing it; memory use is bounded by the
+    /// buffer. Large bodies are hashed (MD5 and any requested checksum) on a blocking thread
+    /// while this task writes, so hashing and writing overlap on two cores instead of taking
+    /// turns; small ones are hashed inline, where a thread hand-off would cost more.
+    pub(super) async fn receive(
         &self,
         body: Option<StreamingBlob>,
         hasher: &mut s3s::checksum::ChecksumHasher,
     ) -> S3Result<Received> {
+        use s3s::stream::ByteStream as _;
         let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let temp = self.layout.temp_path();
         let file = tokio::fs::File::create(temp.path())
             .await
             .map_err(|e| self.failed("create temp file", temp.path(), &e))?;
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut md5 = Md5::new();
+        let on_thread = body
+            .remaining_length()
+            .exact()
+            .is_none_or(|n| n > HASH_ON_THREAD_ABOVE);
+        let mut hashing = if on_thread {
+            let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+            let mut hasher = std::mem::take(hasher);
+            let task = tokio::task::spawn_blocking(move || {
+                let mut md5 = Md5::new();
+                while let Some(chunk) = received.blocking_recv() {
+                    md5.update(&chunk);
+                    hasher.update(&chunk);
+                }
+                (<[u8; 16]>::from(md5.finalize()), hasher)
+            });
+            Hashing::Thread(chunks, task)
+        } else {
+            Hashing::Inline(Md5::new())
+        };
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(body_error)?;
-            md5.update(&chunk);
-            hasher.update(&chunk);
             size += chunk.len() as u64;
+            match &mut hashing {
+                Hashing::Inline(md5) => {
+                    md5.update(&chunk);
+                    hasher.update(&chunk);
+                }
+                // Bytes is reference-counted: the thread hashes the same buffer.
+                Hashing::Thread(chunks, _) => chunks
+                    .send(chunk.clone())
+                    .await
+                    .map_err(|e| self.failed_any("hash upload", e))?,
+            }
             writer
                 .write_all(&chunk)
                 .await
@@ -347,23 +316,34 @@ impl Backend {
             .flush()
             .await
             .map_err(|e| self.failed("write temp file", temp.path(), &e))?;
+        let md5 = match hashing {
+            Hashing::Inline(md5) => md5.finalize().into(),
+            Hashing::Thread(chunks, task) => {
+                drop(chunks);
+                let (md5, done) = task.await.map_err(|e| self.failed_any("hash upload", e))?;
+                *hasher = done;
+                md5
+            }
+        };
         Ok(Received {
             temp,
             file: writer.into_inner(),
-            md5: md5.finalize().into(),
+            md5,
             size,
         })
     }
 
     /// Make a verified temp file the object `bucket/key` with `meta`, durably:
-    /// fsync data, rename, fsync dir; then the same for the sidecar.
-    async fn commit(
+    /// fsync data, rename, fsync dir; then the same for the sidecar. `condition` (a
+    /// conditional PUT) is checked under the key's lock, right before the renames.
+    pub(super) async fn commit(
         &self,
         bucket: &str,
         key: &str,
         file: tokio::fs::File,
         temp: TempPath,
         meta: &ObjectMeta,
+        condition: Option<&WriteCondition>,
     ) -> S3Result<()> {
         let inode = file
             .metadata()
@@ -399,6 +379,10 @@ impl Backend {
         let bucket_dir = layout.bucket_dir(bucket);
         let meta_dir = layout.bucket_meta_dir(bucket);
         let guard = self.key_lock(bucket, key).lock().await;
+        if let Some(condition) = condition {
+            let current = self.current_e_tag(bucket, key).await?;
+            condition.check(current.as_deref())?;
+        }
         let (data_parent, meta_parent) = self
             .blocking("store object", move || {
                 let data_parent = place_retrying(temp, &data_path, &bucket_dir)?;
@@ -413,89 +397,13 @@ impl Backend {
         );
         a.and(b)
     }
+}
 
-    async fn list(
-        &self,
-        bucket: &str,
-        query: &listing::Query<'_>,
-    ) -> S3Result<(Vec<Object>, Vec<CommonPrefix>, listing::Page)> {
-        let bucket_dir = self.require_bucket(bucket)?;
-        let prefix = query.prefix.to_owned();
-        let mut found = self
-            .blocking("list bucket", move || {
-                storage::walk_keys(&bucket_dir, &prefix)
-            })
-            .await?;
-        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
-        let page = listing::page(&keys, query);
-        let mut wanted = Vec::new();
-        let mut prefixes = Vec::new();
-        for item in &page.items {
-            match item {
-                listing::Item::Object(i) => wanted.push(found[*i].clone()),
-                listing::Item::CommonPrefix(p) => prefixes.push(CommonPrefix {
-                    prefix: Some(p.clone()),
-                }),
-            }
-        }
-        let layout = Arc::clone(&self.layout);
-        let bucket = bucket.to_owned();
-        let objects = self
-            .blocking("list bucket", move || {
-                let mut objects = Vec::with_capacity(wanted.len());
-                for (key, path) in wanted {
-                    // The object may be deleted while we list; skip it then.
-                    let Ok(stat) = std::fs::metadata(&path) else {
-                        continue;
-                    };
-                    let meta_path = layout.meta_path(&bucket, &key);
-                    let meta = match storage::read_meta(&meta_path).ok().flatten() {
-                        Some(meta) if meta.describes(&stat) => Some(meta),
-                        _ => storage::rebuild_meta(&layout, &path, &meta_path).ok(),
-                    };
-                    objects.push(Object {
-                        key: Some(key),
-                        size: Some(i64::try_from(stat.len()).unwrap_or(i64::MAX)),
-                        last_modified: timestamp(stat.modified()),
-                        e_tag: meta.map(|m| ETag::Strong(m.e_tag)),
-                        storage_class: Some(ObjectStorageClass::from_static(
-                            ObjectStorageClass::STANDARD,
-                        )),
-                        ..Default::default()
-                    });
-                }
-                Ok(objects)
-            })
-            .await?;
-        Ok((objects, prefixes, page))
-    }
-
-    fn upload_info_path(&self, upload_id: &str) -> S3Result<PathBuf> {
-        if upload_id.is_empty()
-            || !upload_id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b'-')
-        {
-            return Err(s3_error!(NoSuchUpload));
-        }
-        Ok(self.layout.upload_dir(upload_id).join("upload.json"))
-    }
-
-    async fn load_upload(&self, upload_id: &str, bucket: &str, key: &str) -> S3Result<UploadInfo> {
-        let path = self.upload_info_path(upload_id)?;
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(s3_error!(NoSuchUpload)),
-            Err(e) => return Err(self.failed("read upload", &path, &e)),
-        };
-        let info: UploadInfo =
-            serde_json::from_slice(&bytes).map_err(|e| self.failed_any("decode upload", e))?;
-        if info.bucket != bucket || info.key != key {
-            return Err(s3_error!(NoSuchUpload));
-        }
-        Ok(info)
-    }
+fn stripe(value: &impl std::hash::Hash) -> usize {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    (hasher.finish() as usize) % KEY_LOCKS
 }
 
 /// Rename into place (without the directory fsync; the caller does it) and return the
@@ -519,63 +427,27 @@ fn place_retrying(temp: TempPath, dest: &Path, stop: &Path) -> io::Result<PathBu
     }
 }
 
-fn url_encode(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~')
-        .remove(b'/');
-    percent_encoding::utf8_percent_encode(s, SET).to_string()
-}
-
-fn wants_url_encoding(e: Option<&EncodingType>) -> bool {
-    e.is_some_and(|e| e.as_str().eq_ignore_ascii_case("url"))
-}
-
-fn encode_listing(objects: &mut [Object], prefixes: &mut [CommonPrefix]) {
-    for o in objects {
-        o.key = o.key.as_deref().map(url_encode);
-    }
-    for p in prefixes {
-        p.prefix = p.prefix.as_deref().map(url_encode);
-    }
-}
-
-fn token_encode(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
-fn token_decode(s: &str) -> S3Result<String> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            s3_error!(
-                InvalidArgument,
-                "The continuation token provided is incorrect"
-            )
-        })
-}
-
-fn max_keys(requested: Option<i32>) -> S3Result<usize> {
-    match requested {
-        None => Ok(1000),
-        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
-        Some(n) => Ok(usize::try_from(n).unwrap_or(1000).min(1000)),
-    }
-}
-
 #[async_trait::async_trait]
 impl S3 for Backend {
     async fn create_bucket(
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let response = self.fs.create_bucket(req).await?;
+        // s3s-fs answers BucketAlreadyExists; with one account every existing bucket is the
+        // caller's own, which S3 answers with BucketAlreadyOwnedByYou (contents untouched).
+        if self.layout.bucket_dir(&req.input.bucket).is_dir() {
+            return Err(s3_error!(
+                BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it"
+            ));
+        }
+        let response = self.fs.create_bucket(req).await.map_err(|e| {
+            if *e.code() == S3ErrorCode::BucketAlreadyExists {
+                s3_error!(BucketAlreadyOwnedByYou)
+            } else {
+                e
+            }
+        })?;
         let root = self.layout.root().to_owned();
         self.blocking("fsync the S3 root", move || storage::sync_dir(&root))
             .await?;
@@ -598,6 +470,7 @@ impl S3 for Backend {
         if let Some(buckets) = &mut response.output.buckets {
             buckets.sort_by(|a, b| a.name.cmp(&b.name));
         }
+        response.output.owner = Some(super::acl::owner());
         Ok(response)
     }
 
@@ -645,14 +518,12 @@ impl S3 for Backend {
         let input = req.input;
         check_key(&input.key)?;
         self.require_bucket(&input.bucket)?;
-        if let Some(condition) = &input.if_none_match
-            && condition.is_any()
-            && self.layout.object_path(&input.bucket, &input.key).is_file()
-        {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold"
-            ));
+        let condition =
+            WriteCondition::from_headers(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        if let Some(condition) = &condition {
+            // Fail before the body is read; commit checks again under the key's lock.
+            let current = self.current_e_tag(&input.bucket, &input.key).await?;
+            condition.check(current.as_deref())?;
         }
         let mut announced = Checksum {
             checksum_crc32: input.checksum_crc32.clone(),
@@ -674,7 +545,7 @@ impl S3 for Backend {
             e_tag: e_tag.clone(),
             size: received.size,
             content_type: input.content_type,
-            content_encoding: input.content_encoding,
+            content_encoding: stored_content_encoding(input.content_encoding),
             content_disposition: input.content_disposition,
             content_language: input.content_language,
             cache_control: input.cache_control,
@@ -687,6 +558,7 @@ impl S3 for Backend {
             checksum_sha256: computed.checksum_sha256.clone(),
             checksum_crc64nvme: computed.checksum_crc64nvme.clone(),
             data_inode: None,
+            parts: None,
         };
         self.commit(
             &input.bucket,
@@ -694,6 +566,7 @@ impl S3 for Backend {
             received.file,
             received.temp,
             &meta,
+            condition.as_ref(),
         )
         .await?;
         Ok(S3Response::new(PutObjectOutput {
@@ -735,27 +608,30 @@ impl S3 for Backend {
             return Err(s3_error!(NoSuchKey));
         }
         let meta = self.object_meta(&input.bucket, &input.key, &stat).await?;
+        let modified = stat.modified().unwrap_or(std::time::UNIX_EPOCH);
+        Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        }
+        .check_read(&meta.e_tag, modified)?;
         let file_len = stat.len();
-        let (start, length, content_range) = match &input.range {
-            None => (0, file_len, None),
-            Some(range) => {
-                let r = range.check(file_len)?;
-                let range_text = format!("bytes {}-{}/{}", r.start, r.end - 1, file_len);
-                (r.start, r.end - r.start, Some(range_text))
-            }
-        };
-        if start > 0 {
-            file.seek(io::SeekFrom::Start(start))
+        let selected = select(&meta, file_len, input.range.as_ref(), input.part_number)?;
+        if selected.start > 0 {
+            file.seek(io::SeekFrom::Start(selected.start))
                 .await
                 .map_err(|e| self.failed("seek object", &path, &e))?;
         }
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), READ_BUFFER);
-        let whole = content_range.is_none();
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file.take(selected.length), READ_BUFFER);
+        let whole = selected.content_range.is_none();
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
-            content_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
-            content_range,
-            last_modified: timestamp(stat.modified()),
+            content_length: Some(i64::try_from(selected.length).unwrap_or(i64::MAX)),
+            content_range: selected.content_range,
+            parts_count: selected.parts_count,
+            last_modified: Some(Timestamp::from(modified)),
             accept_ranges: Some("bytes".to_owned()),
             e_tag: (!meta.e_tag.is_empty()).then(|| ETag::Strong(meta.e_tag.clone())),
             expires: parse_expires(&meta),
@@ -798,9 +674,26 @@ impl S3 for Backend {
             Err(e) => return Err(self.failed("stat object", &path, &e)),
         };
         let meta = self.object_meta(&input.bucket, &input.key, &stat).await?;
-        Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(i64::try_from(stat.len()).unwrap_or(i64::MAX)),
-            last_modified: timestamp(stat.modified()),
+        let modified = stat.modified().unwrap_or(std::time::UNIX_EPOCH);
+        Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        }
+        .check_read(&meta.e_tag, modified)?;
+        let selected = select(&meta, stat.len(), input.range.as_ref(), input.part_number)?;
+        let whole = selected.content_range.is_none();
+        let status = if whole {
+            http::StatusCode::OK
+        } else {
+            http::StatusCode::PARTIAL_CONTENT
+        };
+        let output = HeadObjectOutput {
+            content_length: Some(i64::try_from(selected.length).unwrap_or(i64::MAX)),
+            content_range: selected.content_range,
+            parts_count: selected.parts_count,
+            last_modified: Some(Timestamp::from(modified)),
             accept_ranges: Some("bytes".to_owned()),
             e_tag: (!meta.e_tag.is_empty()).then(|| ETag::Strong(meta.e_tag.clone())),
             expires: parse_expires(&meta),
@@ -811,13 +704,14 @@ impl S3 for Backend {
             cache_control: meta.cache_control,
             website_redirect_location: meta.website_redirect_location,
             metadata: meta.user_metadata,
-            checksum_crc32: meta.checksum_crc32,
-            checksum_crc32c: meta.checksum_crc32c,
-            checksum_sha1: meta.checksum_sha1,
-            checksum_sha256: meta.checksum_sha256,
-            checksum_crc64nvme: meta.checksum_crc64nvme,
+            checksum_crc32: meta.checksum_crc32.filter(|_| whole),
+            checksum_crc32c: meta.checksum_crc32c.filter(|_| whole),
+            checksum_sha1: meta.checksum_sha1.filter(|_| whole),
+            checksum_sha256: meta.checksum_sha256.filter(|_| whole),
+            checksum_crc64nvme: meta.checksum_crc64nvme.filter(|_| whole),
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::with_status(output, status))
     }
 
     async fn copy_object(
@@ -825,29 +719,37 @@ impl S3 for Backend {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        let (src_bucket, src_key) = match &input.copy_source {
-            CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
-            _ => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "Only bucket copy sources are supported"
-                ));
-            }
-        };
+        let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         check_key(&src_key)?;
         check_key(&input.key)?;
-        self.require_bucket(&src_bucket)?;
         self.require_bucket(&input.bucket)?;
-        let src_path = self.layout.object_path(&src_bucket, &src_key);
-        let src_stat = match std::fs::metadata(&src_path) {
-            Ok(stat) if stat.is_file() => stat,
-            _ => return Err(s3_error!(NoSuchKey)),
-        };
-        let src_meta = self.object_meta(&src_bucket, &src_key, &src_stat).await?;
-        if let Some(ETagCondition::ETag(expected)) = &input.copy_source_if_match
-            && !ETag::Strong(src_meta.e_tag.clone()).strong_cmp(expected)
+        let (src_path, src_stat, src_meta) = self.open_source(&src_bucket, &src_key).await?;
+        Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        }
+        .check_copy_source(
+            &src_meta.e_tag,
+            src_stat.modified().unwrap_or(std::time::UNIX_EPOCH),
+        )?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if src_bucket == input.bucket
+            && src_key == input.key
+            && !replace
+            && input.website_redirect_location.is_none()
+            && input.storage_class.is_none()
         {
-            return Err(s3_error!(PreconditionFailed));
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself \
+                 without changing the object's metadata, storage class, website redirect \
+                 location or encryption attributes."
+            ));
         }
         let temp = self.layout.temp_path();
         let temp_path = temp.path().to_owned();
@@ -857,10 +759,6 @@ impl S3 for Backend {
                 Ok(fs_err::File::open(&temp_path)?.into_parts().0)
             })
             .await?;
-        let replace = input
-            .metadata_directive
-            .as_ref()
-            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let meta = if replace {
             ObjectMeta {
                 content_type: input.content_type,
@@ -883,6 +781,7 @@ impl S3 for Backend {
             tokio::fs::File::from_std(file),
             temp,
             &meta,
+            None,
         )
         .await?;
         let stat = tokio::fs::metadata(self.layout.object_path(&input.bucket, &input.key)).await;
@@ -913,6 +812,12 @@ impl S3 for Backend {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
+        if input.delete.objects.len() > MAX_DELETE_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "A DeleteObjects request may name at most {MAX_DELETE_KEYS} keys"
+            ));
+        }
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for object in input.delete.objects {
@@ -945,320 +850,125 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let input = req.input;
-        let resume = input
-            .continuation_token
-            .as_deref()
-            .map(token_decode)
-            .transpose()?;
-        let query = listing::Query {
-            prefix: input.prefix.as_deref().unwrap_or(""),
-            delimiter: input.delimiter.as_deref(),
-            start_after: input.start_after.as_deref(),
-            resume_after: resume.as_deref(),
-            max_keys: max_keys(input.max_keys)?,
-        };
-        let (mut objects, mut prefixes, page) = self.list(&input.bucket, &query).await?;
-        let encode = wants_url_encoding(input.encoding_type.as_ref());
-        if encode {
-            encode_listing(&mut objects, &mut prefixes);
-        }
-        let key_count = i32::try_from(objects.len() + prefixes.len()).unwrap_or(i32::MAX);
-        let text = |s: Option<String>| if encode { s.map(|s| url_encode(&s)) } else { s };
-        Ok(S3Response::new(ListObjectsV2Output {
-            name: Some(input.bucket),
-            prefix: text(input.prefix.clone()),
-            delimiter: text(input.delimiter.clone()),
-            start_after: text(input.start_after.clone()),
-            max_keys: Some(i32::try_from(query.max_keys).unwrap_or(1000)),
-            key_count: Some(key_count),
-            is_truncated: Some(page.is_truncated),
-            continuation_token: input.continuation_token,
-            next_continuation_token: page.next.as_deref().map(token_encode),
-            encoding_type: input.encoding_type,
-            contents: (!objects.is_empty()).then_some(objects),
-            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
-            ..Default::default()
-        }))
+        self.list_objects_v2(req.input).await
     }
 
     async fn list_objects(
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let input = req.input;
-        let query = listing::Query {
-            prefix: input.prefix.as_deref().unwrap_or(""),
-            delimiter: input.delimiter.as_deref(),
-            start_after: None,
-            resume_after: input.marker.as_deref().filter(|m| !m.is_empty()),
-            max_keys: max_keys(input.max_keys)?,
-        };
-        let (mut objects, mut prefixes, page) = self.list(&input.bucket, &query).await?;
-        let encode = wants_url_encoding(input.encoding_type.as_ref());
-        if encode {
-            encode_listing(&mut objects, &mut prefixes);
-        }
-        let text = |s: Option<String>| if encode { s.map(|s| url_encode(&s)) } else { s };
-        Ok(S3Response::new(ListObjectsOutput {
-            name: Some(input.bucket),
-            prefix: text(input.prefix.clone()),
-            delimiter: text(input.delimiter.clone()),
-            marker: text(input.marker.clone()),
-            max_keys: Some(i32::try_from(query.max_keys).unwrap_or(1000)),
-            is_truncated: Some(page.is_truncated),
-            next_marker: text(page.next),
-            encoding_type: input.encoding_type,
-            contents: (!objects.is_empty()).then_some(objects),
-            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
-            ..Default::default()
-        }))
+        self.list_objects_v1(req.input).await
     }
 
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let input = req.input;
-        check_key(&input.key)?;
-        self.require_bucket(&input.bucket)?;
-        let upload_id = uuid::Uuid::new_v4().simple().to_string();
-        let info = UploadInfo {
-            bucket: input.bucket.clone(),
-            key: input.key.clone(),
-            meta: ObjectMeta {
-                content_type: input.content_type,
-                content_encoding: input.content_encoding,
-                content_disposition: input.content_disposition,
-                content_language: input.content_language,
-                cache_control: input.cache_control,
-                expires: format_expires(input.expires),
-                website_redirect_location: input.website_redirect_location,
-                user_metadata: input.metadata,
-                ..Default::default()
-            },
-        };
-        let json = serde_json::to_vec(&info).map_err(|e| self.failed_any("encode upload", e))?;
-        let layout = Arc::clone(&self.layout);
-        let path = self.upload_info_path(&upload_id)?;
-        self.blocking("create upload", move || {
-            let stop = layout.root().to_owned();
-            storage::write_durably(&layout, &json, &path, &stop)
-        })
-        .await?;
-        Ok(S3Response::new(CreateMultipartUploadOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            upload_id: Some(upload_id),
-            ..Default::default()
-        }))
+        self.create_upload(req.input).await
     }
 
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let input = req.input;
-        if !(1..=10_000).contains(&input.part_number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            ));
-        }
-        self.load_upload(&input.upload_id, &input.bucket, &input.key)
-            .await?;
-        let mut hasher = s3s::checksum::ChecksumHasher::default();
-        let received = self.receive(input.body, &mut hasher).await?;
-        verify_content_md5(input.content_md5.as_deref(), &received.md5)?;
-        received
-            .file
-            .sync_all()
-            .await
-            .map_err(|e| self.failed("fsync", received.temp.path(), &e))?;
-        drop(received.file);
-        let e_tag = hex(&received.md5);
-        let part = PartInfo {
-            e_tag: e_tag.clone(),
-            md5: e_tag.clone(),
-            size: received.size,
-        };
-        let json = serde_json::to_vec(&part).map_err(|e| self.failed_any("encode part", e))?;
-        let dir = self.layout.upload_dir(&input.upload_id);
-        let layout = Arc::clone(&self.layout);
-        let number = input.part_number;
-        let temp = received.temp;
-        self.blocking("store part", move || {
-            storage::persist(temp, &dir.join(format!("part-{number}")), &dir)?;
-            storage::write_durably(
-                &layout,
-                &json,
-                &dir.join(format!("part-{number}.json")),
-                &dir,
-            )
-        })
-        .await?;
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(e_tag)),
-            ..Default::default()
-        }))
+        Backend::upload_part(self, req.input).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        Backend::upload_part_copy(self, req.input).await
     }
 
     async fn list_parts(
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
-        let input = req.input;
-        self.load_upload(&input.upload_id, &input.bucket, &input.key)
-            .await?;
-        let dir = self.layout.upload_dir(&input.upload_id);
-        let mut parts = self
-            .blocking("list parts", move || {
-                let mut parts = Vec::new();
-                for entry in fs_err::read_dir(&dir)? {
-                    let name = entry?.file_name();
-                    let Some(number) = name
-                        .to_str()
-                        .and_then(|n| n.strip_prefix("part-")?.strip_suffix(".json"))
-                    else {
-                        continue;
-                    };
-                    let Ok(number) = number.parse::<i32>() else {
-                        continue;
-                    };
-                    let info: PartInfo = serde_json::from_slice(&fs_err::read(dir.join(&name))?)
-                        .map_err(io::Error::other)?;
-                    parts.push(Part {
-                        part_number: Some(number),
-                        e_tag: Some(ETag::Strong(info.e_tag)),
-                        size: Some(i64::try_from(info.size).unwrap_or(i64::MAX)),
-                        ..Default::default()
-                    });
-                }
-                Ok(parts)
-            })
-            .await?;
-        parts.sort_by_key(|p| p.part_number);
-        Ok(S3Response::new(ListPartsOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            upload_id: Some(input.upload_id),
-            parts: Some(parts),
-            ..Default::default()
-        }))
+        Backend::list_parts(self, req.input).await
     }
 
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let input = req.input;
-        self.load_upload(&input.upload_id, &input.bucket, &input.key)
-            .await?;
-        let dir = self.layout.upload_dir(&input.upload_id);
-        self.blocking("abort upload", move || fs_err::remove_dir_all(&dir))
-            .await?;
-        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+        self.abort_upload(req.input).await
     }
 
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.complete_upload(req.input).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.list_uploads(req.input).await
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketAclOutput {
+            owner: Some(super::acl::owner()),
+            grants: Some(super::acl::grants()),
+        }))
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
         let input = req.input;
-        let info = self
-            .load_upload(&input.upload_id, &input.bucket, &input.key)
-            .await?;
-        let requested = input
-            .multipart_upload
-            .and_then(|m| m.parts)
-            .unwrap_or_default();
-        if requested.is_empty() {
-            return Err(s3_error!(
-                InvalidRequest,
-                "You must specify at least one part"
-            ));
-        }
-        let dir = self.layout.upload_dir(&input.upload_id);
-        let mut files = Vec::with_capacity(requested.len());
-        let mut etag_hash = Md5::new();
-        let mut last_number = 0;
-        for (index, part) in requested.iter().enumerate() {
-            let number = part
-                .part_number
-                .ok_or_else(|| s3_error!(InvalidPart, "A part number is missing"))?;
-            if number <= last_number {
-                return Err(s3_error!(
-                    InvalidPartOrder,
-                    "The list of parts was not in ascending order"
-                ));
-            }
-            last_number = number;
-            let json_path = dir.join(format!("part-{number}.json"));
-            let stored: PartInfo = match tokio::fs::read(&json_path).await {
-                Ok(bytes) => {
-                    serde_json::from_slice(&bytes).map_err(|e| self.failed_any("decode part", e))?
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(s3_error!(InvalidPart, "Part {number} was not uploaded"));
-                }
-                Err(e) => return Err(self.failed("read part", &json_path, &e)),
-            };
-            if let Some(given) = &part.e_tag
-                && given.value().trim_matches('"') != stored.e_tag
-            {
-                return Err(s3_error!(
-                    InvalidPart,
-                    "The ETag of part {number} does not match"
-                ));
-            }
-            if index + 1 < requested.len() && stored.size < MIN_PART_SIZE {
-                return Err(s3_error!(
-                    EntityTooSmall,
-                    "Part {number} is smaller than 5 MiB"
-                ));
-            }
-            let md5 =
-                hex::decode(&stored.md5).map_err(|e| self.failed_any("decode part md5", e))?;
-            etag_hash.update(&md5);
-            files.push(dir.join(format!("part-{number}")));
-        }
-        let e_tag = format!("{}-{}", hex(&etag_hash.finalize()), files.len());
-        let temp = self.layout.temp_path();
-        let temp_path = temp.path().to_owned();
-        let (file, size) = self
-            .blocking("assemble multipart object", move || {
-                let mut out = fs_err::File::create(&temp_path)?;
-                let mut size = 0;
-                for part in &files {
-                    // io::copy between files uses copy_file_range: no user-space buffer.
-                    size += io::copy(&mut fs_err::File::open(part)?, &mut out)?;
-                }
-                Ok((out.into_parts().0, size))
-            })
-            .await?;
-        let meta = ObjectMeta {
-            e_tag: e_tag.clone(),
-            size,
-            ..info.meta
-        };
-        self.commit(
-            &input.bucket,
-            &input.key,
-            tokio::fs::File::from_std(file),
-            temp,
-            &meta,
-        )
-        .await?;
-        self.blocking("remove finished upload", move || {
-            fs_err::remove_dir_all(&dir)
-        })
-        .await?;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            e_tag: Some(ETag::Strong(e_tag)),
+        self.require_bucket(&input.bucket)?;
+        super::acl::check_put(&super::acl::Requested {
+            canned: input.acl.as_ref().map(BucketCannedACL::as_str),
+            policy: input.access_control_policy.as_ref(),
+            any_grant_header: input.grant_full_control.is_some()
+                || input.grant_read.is_some()
+                || input.grant_read_acp.is_some()
+                || input.grant_write.is_some()
+                || input.grant_write_acp.is_some(),
+        })?;
+        Ok(S3Response::new(PutBucketAclOutput {}))
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let input = req.input;
+        check_key(&input.key)?;
+        self.open_source(&input.bucket, &input.key).await?;
+        Ok(S3Response::new(GetObjectAclOutput {
+            owner: Some(super::acl::owner()),
+            grants: Some(super::acl::grants()),
             ..Default::default()
         }))
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        let input = req.input;
+        check_key(&input.key)?;
+        self.open_source(&input.bucket, &input.key).await?;
+        super::acl::check_put(&super::acl::Requested {
+            canned: input.acl.as_ref().map(ObjectCannedACL::as_str),
+            policy: input.access_control_policy.as_ref(),
+            any_grant_header: input.grant_full_control.is_some()
+                || input.grant_read.is_some()
+                || input.grant_read_acp.is_some()
+                || input.grant_write.is_some()
+                || input.grant_write_acp.is_some(),
+        })?;
+        Ok(S3Response::new(PutObjectAclOutput::default()))
     }
 }
 
@@ -1296,4 +1006,79 @@ impl Backend {
         })
         .await
     }
+}
+
+/// The bytes a GET or HEAD selects: a Range, a part of a multipart object, or everything.
+struct Selected {
+    start: u64,
+    length: u64,
+    content_range: Option<String>,
+    parts_count: Option<i32>,
+}
+
+fn select(
+    meta: &ObjectMeta,
+    file_len: u64,
+    range: Option<&Range>,
+    part_number: Option<i32>,
+) -> S3Result<Selected> {
+    let whole = Selected {
+        start: 0,
+        length: file_len,
+        content_range: None,
+        parts_count: None,
+    };
+    match (range, part_number) {
+        (Some(_), Some(_)) => Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        )),
+        (Some(range), None) => {
+            let r = range.check(file_len)?;
+            Ok(Selected {
+                start: r.start,
+                length: r.end - r.start,
+                content_range: Some(format!("bytes {}-{}/{}", r.start, r.end - 1, file_len)),
+                parts_count: None,
+            })
+        }
+        (None, None) => Ok(whole),
+        (None, Some(number)) => {
+            let not_satisfiable =
+                || s3_error!(InvalidPart, "The requested partnumber is not satisfiable");
+            let Some(sizes) = &meta.parts else {
+                // A plain object is its own part 1.
+                return if number == 1 {
+                    Ok(whole)
+                } else {
+                    Err(not_satisfiable())
+                };
+            };
+            let index = usize::try_from(number)
+                .ok()
+                .filter(|n| (1..=sizes.len()).contains(n))
+                .ok_or_else(not_satisfiable)?;
+            let start: u64 = sizes[..index - 1].iter().sum();
+            let length = sizes[index - 1];
+            let content_range =
+                (length > 0).then(|| format!("bytes {start}-{}/{file_len}", start + length - 1));
+            Ok(Selected {
+                start,
+                length,
+                content_range,
+                parts_count: Some(i32::try_from(sizes.len()).unwrap_or(i32::MAX)),
+            })
+        }
+    }
+}
+
+/// The Content-Encoding to store: `aws-chunked` describes the transfer, not the object.
+pub(super) fn stored_content_encoding(sent: Option<String>) -> Option<String> {
+    let sent = sent?;
+    let kept: Vec<&str> = sent
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }

@@ -1,10 +1,15 @@
 //! The S3 endpoint: s3s + s3s-fs served in-process, with the fixes that make it behave like S3.
 
 mod access_log;
+mod acl;
 mod backend;
+mod checksum;
+mod conditions;
 mod health;
 mod keys;
 mod listing;
+mod multipart;
+mod request_fixes;
 mod server;
 mod storage;
 
@@ -125,7 +130,13 @@ impl S3Server {
             "listening on {local_addr}, data in {}",
             root.display()
         ));
-        let task = tokio::spawn(server::serve(listener, service, log, stopped));
+        let task = tokio::spawn(server::serve(
+            listener,
+            service,
+            log,
+            layout.temp_dir(),
+            stopped,
+        ));
         Ok(S3Server {
             local_addr,
             stop,

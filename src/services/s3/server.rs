@@ -1,8 +1,10 @@
 //! The HTTP side: the accept loop (TCP_NODELAY, graceful shutdown), the host-style
-//! configuration and the request wrapper that routes health checks and writes the access log.
+//! configuration and the request wrapper that routes health checks, writes the access log and
+//! fixes what s3s 0.14.1 itself gets wrong (request_fixes.rs).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::access_log::{AccessLog, LoggedBody, RequestRecord};
 use super::health;
+use super::request_fixes;
 
 /// Virtual-hosted-style for `<bucket>.<known host>`, path-style for every other host
 /// (so that requests to an IP address or an unknown name never treat the host as a bucket).
@@ -65,6 +68,8 @@ impl S3Host for Hosts {
 struct Handler {
     s3: S3Service,
     log: AccessLog,
+    /// Where bodies sent without a length are spooled (request_fixes.rs).
+    temp_dir: Arc<PathBuf>,
 }
 
 impl Handler {
@@ -72,18 +77,34 @@ impl Handler {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let request_id = request_fixes::request_id();
         let response = match health::respond(&req) {
             Some(response) => response,
-            None => match self.s3.call(req.map(s3s::Body::from)).await {
-                Ok(response) => response,
-                Err(e) => {
-                    self.log.error(&format!("{method} {path}: {e:?}"));
-                    let mut response = Response::new(s3s::Body::empty());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response
+            None => {
+                let mut req = req.map(s3s::Body::from);
+                let checked =
+                    match request_fixes::spool_unsized_body(&mut req, &self.temp_dir).await {
+                        Ok(()) => request_fixes::before_s3s(&mut req),
+                        Err(e) => {
+                            self.log.error(&format!("{method} {path}: {e}"));
+                            Err(request_fixes::Refused::incomplete_body())
+                        }
+                    };
+                match checked {
+                    Err(refused) => refused.response(),
+                    Ok(()) => match self.s3.call(req).await {
+                        Ok(response) => response,
+                        Err(e) => {
+                            self.log.error(&format!("{method} {path}: {e:?}"));
+                            let mut response = Response::new(s3s::Body::empty());
+                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            response
+                        }
+                    },
                 }
-            },
+            }
         };
+        let response = request_fixes::after_s3s(response, &request_id);
         let status = response.status().as_u16();
         let record = RequestRecord {
             method,
@@ -101,11 +122,13 @@ pub async fn serve(
     listener: TcpListener,
     s3: S3Service,
     log: AccessLog,
+    temp_dir: PathBuf,
     stop: oneshot::Receiver<Duration>,
 ) {
     let handler = Handler {
         s3,
         log: log.clone(),
+        temp_dir: Arc::new(temp_dir),
     };
     let service = hyper::service::service_fn(move |req| handler.clone().handle(req));
     let builder = Arc::new(ConnectionBuilder::new(TokioExecutor::new()));

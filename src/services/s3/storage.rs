@@ -58,6 +58,9 @@ pub struct ObjectMeta {
     /// a replaced data file always has a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_inode: Option<u64>,
+    /// Part sizes of a multipart object, in order (for GET/HEAD with `partNumber`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<u64>>,
 }
 
 impl ObjectMeta {
@@ -151,8 +154,12 @@ impl Layout {
             .join(keys::key_to_relative_path(key))
     }
 
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.internal().join("uploads")
+    }
+
     pub fn upload_dir(&self, upload_id: &str) -> PathBuf {
-        self.internal().join("uploads").join(upload_id)
+        self.uploads_dir().join(upload_id)
     }
 
     /// A fresh temp file path on the same file system as the data (so rename is atomic).

@@ -1,0 +1,515 @@
+//! Multipart beyond the basics: UploadPartCopy (whole object and ranges), ListMultipartUploads
+//! with its markers, GET/HEAD with partNumber, a retried CompleteMultipartUpload, and a part
+//! sent twice (the request that started last wins, even when it finishes first).
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use md5::Digest as _;
+
+use crate::{Endpoint, code, get, md5_hex, outcome, put, stock};
+
+const MIB: usize = 1024 * 1024;
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn create(c: &Client, key: &str) -> String {
+    c.create_multipart_upload()
+        .bucket("preset")
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned()
+}
+
+fn completed(parts: &[(i32, &str)]) -> CompletedMultipartUpload {
+    CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            parts
+                .iter()
+                .map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(*e).build())
+                .collect(),
+        ))
+        .build()
+}
+
+fn multipart_e_tag(parts: &[&[u8]]) -> String {
+    let mut all = md5::Md5::new();
+    for part in parts {
+        all.update(md5::Md5::digest(part));
+    }
+    format!("\"{}-{}\"", hex::encode(all.finalize()), parts.len())
+}
+
+#[tokio::test]
+async fn upload_part_copy_whole_object_and_ranges() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let source = pattern(11 * MIB + 17, 3);
+    put(&c, "preset", "big-source", &source).await;
+    let small = b"a small object".to_vec();
+    put(&c, "preset", "small-source", &small).await;
+    let id = create(&c, "assembled").await;
+    let copy = |part: i32, source: &str, range: Option<String>| {
+        c.upload_part_copy()
+            .bucket("preset")
+            .key("assembled")
+            .upload_id(&id)
+            .part_number(part)
+            .copy_source(source)
+            .set_copy_source_range(range)
+            .send()
+    };
+    let split = 5 * MIB + 1;
+    let first = copy(
+        1,
+        "preset/big-source",
+        Some(format!("bytes=0-{}", split - 1)),
+    )
+    .await
+    .unwrap();
+    let second = copy(
+        2,
+        "preset/big-source",
+        Some(format!("bytes={split}-{}", source.len() - 1)),
+    )
+    .await
+    .unwrap();
+    let third = copy(3, "preset/small-source", None).await.unwrap();
+    let tags: Vec<String> = [&first, &second, &third]
+        .iter()
+        .map(|o| o.copy_part_result().unwrap().e_tag().unwrap().to_owned())
+        .collect();
+    assert_eq!(tags[0], format!("\"{}\"", md5_hex(&source[..split])));
+    let done = c
+        .complete_multipart_upload()
+        .bucket("preset")
+        .key("assembled")
+        .upload_id(&id)
+        .multipart_upload(completed(&[(1, &tags[0]), (2, &tags[1]), (3, &tags[2])]))
+        .send()
+        .await
+        .unwrap();
+    let mut expected = source.clone();
+    expected.extend_from_slice(&small);
+    assert_eq!(
+        done.e_tag().unwrap(),
+        multipart_e_tag(&[&source[..split], &source[split..], &small])
+    );
+    assert!(
+        get(&c, "preset", "assembled").await == expected,
+        "assembled bytes differ"
+    );
+
+    let id = create(&c, "bad-ranges").await;
+    let bad = |range: &str| {
+        c.upload_part_copy()
+            .bucket("preset")
+            .key("bad-ranges")
+            .upload_id(&id)
+            .part_number(1)
+            .copy_source("preset/small-source")
+            .copy_source_range(range)
+            .send()
+    };
+    let len = small.len();
+    for range in [
+        format!("bytes=0-{len}"),
+        format!("bytes={len}-{}", len + 5),
+        "0-2".to_owned(),
+        "bytes=0".to_owned(),
+        "bytes=hello-world".to_owned(),
+        "bytes=0-bar".to_owned(),
+        "bytes=2-1".to_owned(),
+        "bytes=-3".to_owned(),
+    ] {
+        assert_eq!(
+            code(bad(&range).await),
+            ("InvalidArgument".into(), 400),
+            "x-amz-copy-source-range {range}"
+        );
+    }
+    assert_eq!(
+        code(
+            c.upload_part_copy()
+                .bucket("preset")
+                .key("bad-ranges")
+                .upload_id(&id)
+                .part_number(1)
+                .copy_source("preset/no-such-source")
+                .send()
+                .await
+        ),
+        ("NoSuchKey".into(), 404)
+    );
+}
+
+#[tokio::test]
+async fn list_multipart_uploads_pages_with_prefix_delimiter_and_markers() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let mut expected = Vec::new();
+    for key in ["a/1", "a/1", "a/2", "b/1", "c", "c", "d"] {
+        let id = create(&c, key).await;
+        expected.push((key.to_owned(), id));
+    }
+    // Completed and aborted uploads are not in progress any more.
+    let done = create(&c, "a/done").await;
+    let part = c
+        .upload_part()
+        .bucket("preset")
+        .key("a/done")
+        .upload_id(&done)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    c.complete_multipart_upload()
+        .bucket("preset")
+        .key("a/done")
+        .upload_id(&done)
+        .multipart_upload(completed(&[(1, part.e_tag().unwrap())]))
+        .send()
+        .await
+        .unwrap();
+    let aborted = create(&c, "a/aborted").await;
+    c.abort_multipart_upload()
+        .bucket("preset")
+        .key("a/aborted")
+        .upload_id(&aborted)
+        .send()
+        .await
+        .unwrap();
+    // S3 orders by key, then by creation time (the order created above).
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut seen = Vec::new();
+    let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+    for page in 0.. {
+        assert!(page < 10, "pagination does not end");
+        let out = c
+            .list_multipart_uploads()
+            .bucket("preset")
+            .max_uploads(2)
+            .set_key_marker(key_marker.clone())
+            .set_upload_id_marker(id_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        for upload in out.uploads() {
+            seen.push((
+                upload.key().unwrap().to_owned(),
+                upload.upload_id().unwrap().to_owned(),
+            ));
+            assert!(upload.initiated().is_some() && upload.owner().is_some());
+        }
+        if !out.is_truncated().unwrap_or(false) {
+            break;
+        }
+        key_marker = out.next_key_marker().map(str::to_owned);
+        id_marker = out.next_upload_id_marker().map(str::to_owned);
+    }
+    assert_eq!(seen, expected);
+
+    let out = c
+        .list_multipart_uploads()
+        .bucket("preset")
+        .prefix("a/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = out.uploads().iter().map(|u| u.key().unwrap()).collect();
+    assert_eq!(keys, ["a/1", "a/1", "a/2"]);
+
+    let out = c
+        .list_multipart_uploads()
+        .bucket("preset")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let prefixes: Vec<&str> = out
+        .common_prefixes()
+        .iter()
+        .map(|p| p.prefix().unwrap())
+        .collect();
+    let keys: Vec<&str> = out.uploads().iter().map(|u| u.key().unwrap()).collect();
+    assert_eq!((prefixes, keys), (vec!["a/", "b/"], vec!["c", "c", "d"]));
+}
+
+#[tokio::test]
+async fn get_and_head_with_part_number() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let parts = [pattern(5 * MIB, 1), pattern(MIB + 3, 2)];
+    let id = create(&c, "parted").await;
+    let mut tags = Vec::new();
+    for (i, body) in parts.iter().enumerate() {
+        let out = c
+            .upload_part()
+            .bucket("preset")
+            .key("parted")
+            .upload_id(&id)
+            .part_number(i as i32 + 1)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        tags.push(out.e_tag().unwrap().to_owned());
+    }
+    let done = c
+        .complete_multipart_upload()
+        .bucket("preset")
+        .key("parted")
+        .upload_id(&id)
+        .multipart_upload(completed(&[(1, &tags[0]), (2, &tags[1])]))
+        .send()
+        .await
+        .unwrap();
+    let whole_tag = done.e_tag().unwrap().to_owned();
+    let total = parts[0].len() + parts[1].len();
+    for (number, body, start) in [(1, &parts[0], 0), (2, &parts[1], parts[0].len())] {
+        let out = c
+            .get_object()
+            .bucket("preset")
+            .key("parted")
+            .part_number(number)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.parts_count(), Some(2), "part {number}");
+        assert_eq!(out.e_tag(), Some(whole_tag.as_str()), "part {number}");
+        assert_eq!(
+            out.content_range(),
+            Some(format!("bytes {start}-{}/{total}", start + body.len() - 1).as_str())
+        );
+        let got = out.body.collect().await.unwrap().into_bytes();
+        assert!(
+            got.as_ref() == body.as_slice(),
+            "part {number} bytes differ"
+        );
+        let head = c
+            .head_object()
+            .bucket("preset")
+            .key("parted")
+            .part_number(number)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(body.len() as i64));
+        assert_eq!(head.parts_count(), Some(2));
+    }
+    assert_eq!(
+        code(
+            c.get_object()
+                .bucket("preset")
+                .key("parted")
+                .part_number(3)
+                .send()
+                .await
+        ),
+        ("InvalidPart".into(), 400)
+    );
+    put(&c, "preset", "plain", b"not multipart").await;
+    let out = c
+        .get_object()
+        .bucket("preset")
+        .key("plain")
+        .part_number(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"not multipart"
+    );
+    assert_eq!(
+        code(
+            c.get_object()
+                .bucket("preset")
+                .key("plain")
+                .part_number(2)
+                .send()
+                .await
+        ),
+        ("InvalidPart".into(), 400)
+    );
+    assert_eq!(
+        outcome(
+            c.head_object()
+                .bucket("preset")
+                .key("plain")
+                .part_number(2)
+                .send()
+                .await
+        )
+        .1,
+        400
+    );
+}
+
+#[tokio::test]
+async fn retried_complete_answers_the_same_etag() {
+    let s3 = Endpoint::start().await;
+    let c = s3.client();
+    let id = create(&c, "retried").await;
+    let part = c
+        .upload_part()
+        .bucket("preset")
+        .key("retried")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"only part"))
+        .send()
+        .await
+        .unwrap();
+    let tag = part.e_tag().unwrap().to_owned();
+    let complete = |parts: CompletedMultipartUpload| {
+        c.complete_multipart_upload()
+            .bucket("preset")
+            .key("retried")
+            .upload_id(&id)
+            .multipart_upload(parts)
+            .send()
+    };
+    let first = complete(completed(&[(1, &tag)])).await.unwrap();
+    // The client did not see the answer and sends the same request again.
+    let again = complete(completed(&[(1, &tag)])).await.unwrap();
+    assert_eq!(first.e_tag(), again.e_tag());
+    assert_eq!(get(&c, "preset", "retried").await, b"only part");
+    assert_eq!(
+        code(complete(completed(&[(2, &tag)])).await),
+        ("NoSuchUpload".into(), 404),
+        "a complete with other parts after the upload completed"
+    );
+    assert_eq!(
+        code(
+            c.upload_part()
+                .bucket("preset")
+                .key("retried")
+                .upload_id(&id)
+                .part_number(2)
+                .body(ByteStream::from_static(b"late"))
+                .send()
+                .await
+        ),
+        ("NoSuchUpload".into(), 404)
+    );
+}
+
+/// Part 1 is sent twice. The first request's body is held back until the second request has
+/// been answered, so the first finishes last; the part must still be the second request's
+/// bytes (S3: the last upload of a part number wins, by when it was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_sent_again_replaces_the_first_even_when_the_first_finishes_last() {
+    let s3 = Endpoint::start().await;
+    if stock() {
+        return;
+    }
+    let c = s3.client();
+    let id = create(&c, "resent").await;
+    let url = c
+        .upload_part()
+        .bucket("preset")
+        .key("resent")
+        .upload_id(&id)
+        .part_number(1)
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(600)).unwrap())
+        .await
+        .unwrap();
+    let first_body = b"first upload of part one".to_vec();
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let (half_sent_tx, half_sent) = tokio::sync::oneshot::channel::<()>();
+    let head = first_body[..5].to_vec();
+    let rest = first_body[5..].to_vec();
+    let stream = async_stream(head, rest, half_sent_tx, held);
+    let first = tokio::spawn(
+        reqwest::Client::new()
+            .put(url.uri())
+            .header("content-length", first_body.len())
+            .body(reqwest::Body::wrap_stream(stream))
+            .send(),
+    );
+    half_sent.await.unwrap();
+    // Wait until the server holds the first request (its temp file exists), then send again.
+    let temp_dir = s3.root().join(".opsbox-s3/tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while crate::files_under(&temp_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first upload of part 1 never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = c
+        .upload_part()
+        .bucket("preset")
+        .key("resent")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"second upload of part one"))
+        .send()
+        .await
+        .unwrap();
+    release.send(()).unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status().as_u16(), 200, "the first upload of part 1");
+    let listed = c
+        .list_parts()
+        .bucket("preset")
+        .key("resent")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.parts().len(), 1);
+    assert_eq!(listed.parts()[0].e_tag(), second.e_tag());
+    c.complete_multipart_upload()
+        .bucket("preset")
+        .key("resent")
+        .upload_id(&id)
+        .multipart_upload(completed(&[(1, second.e_tag().unwrap())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&c, "preset", "resent").await,
+        b"second upload of part one"
+    );
+}
+
+/// A body that sends `head`, signals `half_sent`, waits for `release`, then sends `rest`.
+fn async_stream(
+    head: Vec<u8>,
+    rest: Vec<u8>,
+    half_sent: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::unfold(
+        (Some(head), Some(rest), Some(half_sent), Some(release)),
+        |(head, rest, half_sent, release)| async move {
+            if let Some(head) = head {
+                return Some((Ok(head), (None, rest, half_sent, release)));
+            }
+            if let Some(half_sent) = half_sent {
+                let _ = half_sent.send(());
+            }
+            if let Some(release) = release {
+                let _ = release.await;
+            }
+            let rest = rest?;
+            Some((Ok(rest), (None, None, None, None)))
+        },
+    )
+}
