@@ -25,13 +25,15 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 const KEY_LOCKS: usize = 64;
 
-/// The storage backend behind the S3 service.
+/// The storage backend behind the S3 service. Clones share everything (the console calls the
+/// same storage in-process).
+#[derive(Clone)]
 pub struct Backend {
-    fs: s3s_fs::FileSystem,
+    fs: Arc<s3s_fs::FileSystem>,
     layout: Arc<Layout>,
     log: AccessLog,
     /// Striped locks that serialise the commit (data + sidecar rename) of writes to one key.
-    key_locks: Vec<Mutex<()>>,
+    key_locks: Arc<Vec<Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -245,9 +247,9 @@ impl Backend {
     pub fn new(layout: Arc<Layout>, log: AccessLog) -> io::Result<Backend> {
         let fs = s3s_fs::FileSystem::new(layout.root())
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        let key_locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
+        let key_locks = Arc::new((0..KEY_LOCKS).map(|_| Mutex::new(())).collect());
         Ok(Backend {
-            fs,
+            fs: Arc::new(fs),
             layout,
             log,
             key_locks,
