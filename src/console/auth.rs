@@ -164,7 +164,9 @@ pub async fn guard(State(app): State<Shared>, request: Request, next: Next) -> R
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: with it, browsers send `Origin: null` on form posts, which the
+        // cross-site check must refuse.
+        (header::REFERRER_POLICY, "same-origin"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
@@ -186,7 +188,7 @@ async fn check(app: Shared, mut request: Request, next: Next) -> Response {
         return refuse(StatusCode::FORBIDDEN, "cross-site request refused");
     }
     let path = request.uri().path();
-    if path == "/login" || path.starts_with("/static/") {
+    if path == "/login" || path.starts_with("/static/") || path == "/favicon.ico" {
         return next.run(request).await;
     }
     let session = cookie(request.headers(), &session_cookie(app.local_addr.port()))
@@ -310,18 +312,23 @@ pub async fn login_page(
     if cookie(&headers, &session_cookie(port)).is_some_and(|t| app.sessions.find(t).is_some()) {
         return Redirect::to(&safe_next(query.next.as_deref())).into_response();
     }
-    login_form(&app, query.next.as_deref(), None, StatusCode::OK)
+    login_form(&app, &headers, query.next.as_deref(), None, StatusCode::OK)
 }
 
 /// The form, with a fresh token in a cookie limited to /login (a double-submit token: another
 /// site can neither read it nor make the browser send it).
 fn login_form(
     app: &Shared,
+    headers: &HeaderMap,
     next: Option<&str>,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let token = random_token();
+    // Keep the token the browser already holds: a second tab, or a request the browser makes on
+    // its own (a favicon) that lands here, must not invalidate the form already shown.
+    let token = cookie(headers, &login_cookie(app.local_addr.port()))
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(random_token, str::to_string);
     let next = safe_next(next);
     let body = html! {
         form.login method="post" action="/login" {
@@ -372,6 +379,7 @@ pub async fn login(
         tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
         return login_form(
             &app,
+            &headers,
             form.next.as_deref(),
             Some("Wrong access key or secret key."),
             StatusCode::UNAUTHORIZED,

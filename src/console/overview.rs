@@ -162,10 +162,8 @@ pub async fn services(app: &Shared) -> Markup {
                         dt { "Last error" } dd.error { (error) }
                     }
                 }
-                details open[state != ServiceState::Ready] {
-                    summary { "Last log lines (" (record.log.display().to_string()) ")" }
-                    pre { @for line in &log { (line) "\n" } }
-                }
+                h3.log-title { "Last log lines · " span.mono { (record.log.display().to_string()) } }
+                pre.log { @for line in &log { (line) "\n" } }
             }
         });
     }

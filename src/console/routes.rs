@@ -64,6 +64,10 @@ pub fn router(config: ConsoleConfig, local_addr: SocketAddr) -> Router {
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/static/{name}", get(assets::serve))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .route("/", get(overview::page))
         .route("/overview/live", get(overview::live))
         .route("/connect", get(connect::page))

@@ -522,7 +522,7 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-const ELEMENT: &str = "element-6066-11e4-a07b-4ca1d6d5dc4f";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn json_reply(request: reqwest::blocking::RequestBuilder) -> Value {
     let text = request.send().unwrap().text().unwrap();
@@ -890,9 +890,9 @@ fn console_in_a_real_browser_signs_in_uses_every_service_and_signs_out() {
         "Emulation.setEmulatedMedia",
         json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
     );
-    browser.goto(&format!("{console}/s3/b/historian"));
-    browser.find("h1");
-    browser.screenshot("08-s3-dark");
+    browser.goto(&format!("{console}/nats/s/EVENTS"));
+    browser.find("pre.payload");
+    browser.screenshot("08-nats-dark");
 
     // Sign out.
     browser.click("form.signout button");
