@@ -82,6 +82,8 @@ pub enum ServiceArg {
     Nats,
     Postgres,
     S3,
+    /// The web console (started with the stack unless --services leaves it out).
+    Console,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -123,6 +125,9 @@ pub struct PortArgs {
     /// S3 API port (default: from ops/docker-compose.yml, 9000).
     #[arg(long, env = "OPSBOX_S3_PORT", value_name = "PORT")]
     pub s3_port: Option<u16>,
+    /// Web console port (default: from the compose file's MinIO console, 9001).
+    #[arg(long, env = "OPSBOX_CONSOLE_PORT", value_name = "PORT")]
+    pub console_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

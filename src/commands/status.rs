@@ -24,6 +24,8 @@ struct Report {
     data_dir: PathBuf,
     supervisor_pid: Option<i32>,
     services: Vec<ServiceStatus>,
+    /// The web console's URL, when it runs.
+    console_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +72,7 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
                 .iter()
                 .map(|&name| from_record(&settings, run, name))
                 .collect(),
+            console_url: run.console_url.clone(),
         },
         Presence::Starting | Presence::NotRunning { .. } => {
             let label = if matches!(presence, Presence::Starting) {
@@ -86,6 +89,7 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
                     .iter()
                     .map(|&name| not_running(&settings, name, label))
                     .collect(),
+                console_url: None,
             }
         }
     };
@@ -109,6 +113,9 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
         output::data(&text);
     } else {
         output::data(&table(&report));
+        if let Some(url) = &report.console_url {
+            output::data(&format!("console: {url}\n"));
+        }
     }
     show_failures(&report);
 

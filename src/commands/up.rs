@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::{GlobalArgs, UpArgs};
+use crate::console::{self, ConsoleConfig, ConsoleServer};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::output;
@@ -42,6 +43,10 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
     let mut stop =
         signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     let s3_listener = check_ports(settings)?;
+    let console_listener = settings
+        .console_port
+        .map(|port| console::bind(settings.host, port))
+        .transpose()?;
 
     let fetcher = Fetcher {
         cache_dir: settings.cache_dir.clone(),
@@ -143,6 +148,13 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
         }
     };
 
+    let console = console_listener
+        .map(|listener| {
+            let storage = s3.as_ref().map(S3Server::storage);
+            let env = super::env::variables(settings, None);
+            ConsoleServer::start(ConsoleConfig::new(settings, env, storage), listener)
+        })
+        .transpose()?;
     for (service, child) in &running {
         stack::mark_ready(&run_file, service.name(), child);
     }
@@ -179,6 +191,9 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
     }
     output::info("opsbox: stopping");
     let s3_stop = async {
+        if let Some(console) = console {
+            console.shutdown(Duration::from_secs(2)).await;
+        }
         if let Some(server) = s3 {
             stack::stop_s3(server, &run_file).await;
         }
@@ -250,6 +265,9 @@ fn initial_run_file(settings: &Settings, detached: bool) -> RunFile {
         data_dir: settings.state.root.clone(),
         host: settings.host.to_string(),
         services,
+        console_url: settings
+            .console_port
+            .map(|port| format!("http://{host}:{port}")),
     }
 }
 
@@ -282,6 +300,14 @@ pub fn summary(run_file: &RunFile, settings: &Settings) -> String {
             url,
             credentials,
             record.data_dir.display().to_string(),
+        ]);
+    }
+    if let Some(url) = &run_file.console_url {
+        rows.push(vec![
+            "console".into(),
+            url.clone(),
+            format!("{} / {}", settings.s3.access_key, settings.s3.secret_key),
+            "-".into(),
         ]);
     }
     let mut text = output::table(&["SERVICE", "URL", "CREDENTIALS", "DATA"], &rows);
@@ -559,15 +585,12 @@ fn supervise_args(settings: &Settings, args: &UpArgs) -> Vec<OsString> {
     );
     push("--postgres-port", settings.postgres.port.to_string());
     push("--s3-port", settings.s3.port.to_string());
-    push(
-        "--services",
-        settings
-            .services
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    let mut services: Vec<&str> = settings.services.iter().map(|s| s.as_str()).collect();
+    if let Some(port) = settings.console_port {
+        push("--console-port", port.to_string());
+        services.push("console");
+    }
+    push("--services", services.join(","));
     push("--nats-version", settings.nats.version.clone());
     push("--postgres-version", settings.postgres.version.clone());
     if let Some(path) = &args.binaries.nats_server {

@@ -262,6 +262,30 @@ impl<'a> Service<'a> {
     }
 }
 
+/// The container port of MinIO's console: the port of `--console-address ":9001"` in its
+/// command (MinIO's own default when the flag is absent).
+fn console_address_port(scripts: &[String]) -> u16 {
+    scripts
+        .iter()
+        .filter_map(|script| shell_words::split(script).ok())
+        .flat_map(|tokens| shell_words::commands(&tokens))
+        .flat_map(|(_, words)| {
+            let mut found = Vec::new();
+            for (i, word) in words.iter().enumerate() {
+                if let Some(value) = word.strip_prefix("--console-address=") {
+                    found.push(value.to_string());
+                } else if word == "--console-address"
+                    && let Some(value) = words.get(i + 1)
+                {
+                    found.push(value.clone());
+                }
+            }
+            found
+        })
+        .find_map(|address| parse_port(address.rsplit(':').next().unwrap_or("")))
+        .unwrap_or(MINIO_CONSOLE_CONTAINER_PORT)
+}
+
 /// A YAML scalar as text (`9000`, `true`, `"x"`).
 fn scalar_text(value: &Value) -> Option<String> {
     match value {
@@ -406,7 +430,7 @@ impl Compose {
             minio: MinioService {
                 image: minio.image()?.to_string(),
                 api_port: minio.host_port(MINIO_API_CONTAINER_PORT)?,
-                console_port: minio.host_port(MINIO_CONSOLE_CONTAINER_PORT)?,
+                console_port: minio.host_port(console_address_port(&minio.scripts()))?,
                 root_user: minio.required_env("MINIO_ROOT_USER")?,
                 root_password: minio.required_env("MINIO_ROOT_PASSWORD")?,
             },
@@ -426,6 +450,20 @@ impl Compose {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_port_follows_console_address() {
+        let words = |text: &str| vec![text.to_string()];
+        assert_eq!(
+            console_address_port(&words("server /data --console-address \":9001\"")),
+            9001
+        );
+        assert_eq!(
+            console_address_port(&words("server /data --console-address=0.0.0.0:9090")),
+            9090
+        );
+        assert_eq!(console_address_port(&words("server /data")), 9001);
+    }
 
     const PATH: &str = "ops/docker-compose.yml";
 

@@ -81,6 +81,9 @@ pub struct RunFile {
     pub data_dir: PathBuf,
     pub host: String,
     pub services: Vec<ServiceRecord>,
+    /// The web console's URL, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
 }
 
 impl RunFile {

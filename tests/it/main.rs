@@ -3,6 +3,7 @@
 // Tests and tools print their own progress; the print bans are for the opsbox library.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
+mod console;
 mod faults;
 mod fetch;
 mod first_run;

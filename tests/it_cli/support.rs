@@ -260,6 +260,7 @@ pub fn run_file(
         project_dir: Some(project.project_dir.clone()),
         data_dir: project.data_dir.clone(),
         host: "127.0.0.1".into(),
+        console_url: None,
         services: services
             .into_iter()
             .enumerate()
@@ -289,6 +290,7 @@ pub struct Stack {
     pub nats_monitor_port: u16,
     pub postgres_port: u16,
     pub s3_port: u16,
+    pub console_port: u16,
 }
 
 impl Stack {
@@ -309,6 +311,7 @@ impl Stack {
             nats_monitor_port: free_port(),
             postgres_port: free_port(),
             s3_port: free_port(),
+            console_port: free_port(),
         };
         stack
             .up_again()
@@ -326,6 +329,8 @@ impl Stack {
             self.postgres_port.to_string(),
             "--s3-port".into(),
             self.s3_port.to_string(),
+            "--console-port".into(),
+            self.console_port.to_string(),
         ]
     }
 

@@ -30,17 +30,19 @@ const HASH_ON_THREAD_ABOVE: usize = 1024 * 1024;
 /// S3's limit on the keys of one DeleteObjects request.
 const MAX_DELETE_KEYS: usize = 1000;
 
-/// The storage backend behind the S3 service.
+/// The storage backend behind the S3 service. Clones share everything (the console calls the
+/// same storage in-process).
+#[derive(Clone)]
 pub struct Backend {
-    fs: s3s_fs::FileSystem,
+    fs: Arc<s3s_fs::FileSystem>,
     pub(super) layout: Arc<Layout>,
     log: AccessLog,
     /// Striped locks that serialise the commit (data + sidecar rename) of writes to one key.
-    key_locks: Vec<Mutex<()>>,
+    key_locks: Arc<Vec<Mutex<()>>>,
     /// Striped locks that serialise changes to one multipart upload (parts, complete, abort).
-    upload_locks: Vec<Mutex<()>>,
+    upload_locks: Arc<Vec<Mutex<()>>>,
     /// Orders part uploads by their start (multipart.rs).
-    pub(super) sequence: AtomicU64,
+    pub(super) sequence: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -137,8 +139,8 @@ impl Backend {
     pub fn new(layout: Arc<Layout>, log: AccessLog) -> io::Result<Backend> {
         let fs = s3s_fs::FileSystem::new(layout.root())
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        let key_locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
-        let upload_locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
+        let key_locks = Arc::new((0..KEY_LOCKS).map(|_| Mutex::new(())).collect());
+        let upload_locks = Arc::new((0..KEY_LOCKS).map(|_| Mutex::new(())).collect());
         // Part uploads are ordered by this counter; starting from the clock keeps the order
         // across restarts.
         let start = SystemTime::now()
@@ -146,12 +148,12 @@ impl Backend {
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
             .unwrap_or_default();
         Ok(Backend {
-            fs,
+            fs: Arc::new(fs),
             layout,
             log,
             key_locks,
             upload_locks,
-            sequence: AtomicU64::new(start),
+            sequence: Arc::new(AtomicU64::new(start)),
         })
     }
 

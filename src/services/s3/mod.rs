@@ -74,6 +74,7 @@ pub enum S3Error {
 /// A running S3 endpoint.
 pub struct S3Server {
     pub local_addr: SocketAddr,
+    backend: backend::Backend,
     stop: oneshot::Sender<Duration>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -117,7 +118,7 @@ impl S3Server {
             address: local_addr,
             source,
         })?;
-        let mut builder = S3ServiceBuilder::new(backend);
+        let mut builder = S3ServiceBuilder::new(backend.clone());
         builder.set_auth(SimpleAuth::from_single(
             config.access_key.clone(),
             config.secret_key.clone(),
@@ -139,9 +140,15 @@ impl S3Server {
         ));
         Ok(S3Server {
             local_addr,
+            backend,
             stop,
             task,
         })
+    }
+
+    /// The storage this endpoint serves, for in-process callers (the console).
+    pub fn storage(&self) -> Arc<dyn s3s::S3> {
+        Arc::new(self.backend.clone())
     }
 
     /// Stop accepting, let in-flight requests finish (up to `grace`), then return.

@@ -76,6 +76,7 @@ pub struct Opsbox {
     pub nats_monitor_port: u16,
     pub postgres_port: u16,
     pub s3_port: u16,
+    pub console_port: u16,
 }
 
 impl Opsbox {
@@ -95,6 +96,7 @@ impl Opsbox {
             nats_monitor_port: free_port(),
             postgres_port: free_port(),
             s3_port: free_port(),
+            console_port: free_port(),
             home,
         }
     }
@@ -127,6 +129,8 @@ impl Opsbox {
             self.postgres_port.to_string(),
             "--s3-port".into(),
             self.s3_port.to_string(),
+            "--console-port".into(),
+            self.console_port.to_string(),
         ]
     }
 
