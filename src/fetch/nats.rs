@@ -65,14 +65,7 @@ async fn explicit_binary(fetcher: &Fetcher, path: PathBuf) -> Result<Resolved, F
             path,
         });
     }
-    let version = system::binary_version(NAME, &path).await?;
-    let source = Source::Explicit(path.clone());
-    fetcher.reporter.resolved(NAME, &version, &source);
-    Ok(Resolved {
-        path,
-        version,
-        source,
-    })
+    resolver::explicit(fetcher, &BINARY, path.clone(), &path).await
 }
 
 /// The release archive, verified against the release's `SHA256SUMS`.

@@ -76,14 +76,8 @@ async fn explicit_install(fetcher: &Fetcher, dir: PathBuf) -> Result<Resolved, F
             missing: missing.join(", "),
         });
     }
-    let version = system::binary_version(NAME, &dir.join("bin/postgres")).await?;
-    let source = Source::Explicit(dir.clone());
-    fetcher.reporter.resolved(NAME, &version, &source);
-    Ok(Resolved {
-        path: dir,
-        version,
-        source,
-    })
+    let postgres = dir.join("bin/postgres");
+    resolver::explicit(fetcher, &BINARY, dir, &postgres).await
 }
 
 /// The theseus-rs/postgresql-binaries release (or a mirror in its layout).

@@ -87,6 +87,24 @@ pub(crate) trait BinarySource: Send + Sync {
     async fn provide(&self, request: &Request<'_>) -> Result<Provided, FetchError>;
 }
 
+/// A binary the user named explicitly (`path`, whose version `executable` reports): used as
+/// it is, whatever its version.
+pub(crate) async fn explicit(
+    fetcher: &Fetcher,
+    binary: &Binary,
+    path: PathBuf,
+    executable: &std::path::Path,
+) -> Result<Resolved, FetchError> {
+    let version = super::system::binary_version(binary.name, executable).await?;
+    let source = Source::Explicit(path.clone());
+    fetcher.reporter.resolved(binary.name, &version, &source);
+    Ok(Resolved {
+        path,
+        version,
+        source,
+    })
+}
+
 /// Resolves `binary` at `version` from the cache, then `sources` in order.
 pub(crate) async fn resolve(
     fetcher: &Fetcher,

