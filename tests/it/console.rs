@@ -904,3 +904,36 @@ fn console_in_a_real_browser_signs_in_uses_every_service_and_signs_out() {
         browser.url().contains("/login")
     });
 }
+
+#[test]
+fn a_taken_console_port_is_named_with_the_flag_to_change_it() {
+    let opsbox = Opsbox::new();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", opsbox.console_port)).unwrap();
+    let output = opsbox.up_expecting_failure("s3,console");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot start the console: port {} on 127.0.0.1 is already in use",
+            opsbox.console_port
+        )),
+        "{text}"
+    );
+    assert!(text.contains("--console-port"), "{text}");
+    assert!(opsbox.run_file().is_none(), "nothing was started:\n{text}");
+}
+
+#[test]
+fn services_without_console_leave_the_console_out() {
+    let opsbox = Opsbox::new();
+    let mut up = opsbox.up_foreground("s3");
+    opsbox.wait_ready(&mut up, STARTUP);
+    let run = opsbox.run_file().unwrap();
+    assert!(run.get("console_url").is_none(), "{run}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", opsbox.console_port)).is_err(),
+        "nothing listens on the console port"
+    );
+    let env = opsbox.run(&["env"]);
+    assert!(!String::from_utf8_lossy(&env.stdout).contains("OPSBOX_CONSOLE_URL"));
+}
