@@ -796,6 +796,11 @@ fn console_in_a_real_browser_signs_in_uses_every_service_and_signs_out() {
         );
     }
     browser.screenshot("02-overview");
+    browser.wait_for("the overview refreshing itself", || {
+        !browser
+            .find_all("#services[data-updated] [data-state=ready]")
+            .is_empty()
+    });
 
     // Create a bucket.
     browser.goto(&format!("{console}/s3"));
