@@ -929,6 +929,22 @@ fn a_taken_console_port_is_named_with_the_flag_to_change_it() {
 }
 
 #[test]
+fn a_console_port_shared_with_a_service_is_a_usage_error() {
+    let mut opsbox = Opsbox::new();
+    opsbox.console_port = opsbox.nats_port;
+    let output = opsbox.up_expecting_failure("nats,console");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the console and nats are both configured to use port {}",
+            opsbox.nats_port
+        )),
+        "{text}"
+    );
+}
+
+#[test]
 fn services_without_console_leave_the_console_out() {
     let opsbox = Opsbox::new();
     let mut up = opsbox.up_foreground("s3");
