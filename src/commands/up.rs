@@ -42,6 +42,22 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
     let _lock = StateLock::acquire(&settings.state)?;
     let mut stop =
         signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if let Some(port) = settings.console_port {
+        let ports = [
+            (ServiceName::Nats, settings.nats.port),
+            (ServiceName::Nats, settings.nats.monitor_port),
+            (ServiceName::Postgres, settings.postgres.port),
+            (ServiceName::S3, settings.s3.port),
+        ];
+        if let Some((service, _)) = ports.iter().find(|(s, p)| settings.runs(*s) && *p == port) {
+            return Err(Error::Usage {
+                message: format!(
+                    "the console and {service} are both configured to use port {port}"
+                ),
+                hint: Some("give the console its own port with --console-port".into()),
+            });
+        }
+    }
     let s3_listener = check_ports(settings)?;
     let console_listener = settings
         .console_port

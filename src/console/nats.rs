@@ -239,9 +239,11 @@ pub async fn stream(
         sequence -= 1;
     }
     let base = format!("/nats/s/{}", segment(&name));
-    let subject = info.config.subjects.first().map_or(String::new(), |s| {
-        s.replace('>', "test").replace('*', "test")
-    });
+    let subject = info
+        .config
+        .subjects
+        .first()
+        .map_or(String::new(), |s| s.replace(['>', '*'], "test"));
     let body = html! {
         h1 { "Stream " (name) }
         section.card {

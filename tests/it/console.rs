@@ -796,6 +796,11 @@ fn console_in_a_real_browser_signs_in_uses_every_service_and_signs_out() {
         );
     }
     browser.screenshot("02-overview");
+    browser.wait_for("the overview refreshing itself", || {
+        !browser
+            .find_all("#services[data-updated] [data-state=ready]")
+            .is_empty()
+    });
 
     // Create a bucket.
     browser.goto(&format!("{console}/s3"));
@@ -903,4 +908,113 @@ fn console_in_a_real_browser_signs_in_uses_every_service_and_signs_out() {
     browser.wait_for("the sign-in page for a signed-out visit", || {
         browser.url().contains("/login")
     });
+}
+
+#[test]
+fn a_taken_console_port_is_named_with_the_flag_to_change_it() {
+    let opsbox = Opsbox::new();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", opsbox.console_port)).unwrap();
+    let output = opsbox.up_expecting_failure("s3,console");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot start the console: port {} on 127.0.0.1 is already in use",
+            opsbox.console_port
+        )),
+        "{text}"
+    );
+    assert!(text.contains("--console-port"), "{text}");
+    assert!(opsbox.run_file().is_none(), "nothing was started:\n{text}");
+}
+
+#[test]
+fn a_console_port_shared_with_a_service_is_a_usage_error() {
+    let mut opsbox = Opsbox::new();
+    opsbox.console_port = opsbox.nats_port;
+    let output = opsbox.up_expecting_failure("nats,console");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the console and nats are both configured to use port {}",
+            opsbox.nats_port
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn services_without_console_leave_the_console_out() {
+    let opsbox = Opsbox::new();
+    let mut up = opsbox.up_foreground("s3");
+    opsbox.wait_ready(&mut up, STARTUP);
+    let run = opsbox.run_file().unwrap();
+    assert!(run.get("console_url").is_none(), "{run}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", opsbox.console_port)).is_err(),
+        "nothing listens on the console port"
+    );
+    let env = opsbox.run(&["env"]);
+    assert!(!String::from_utf8_lossy(&env.stdout).contains("OPSBOX_CONSOLE_URL"));
+}
+
+/// Peak resident memory of a process, in bytes (VmHWM).
+fn peak_memory(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_large_upload_is_streamed_not_buffered() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let opsbox = Opsbox::new();
+    let mut up = opsbox.up_foreground("s3,console");
+    opsbox.wait_ready(&mut up, STARTUP);
+    let mut visitor = Visitor::new(opsbox.console_port);
+    assert_eq!(visitor.sign_in(s3::SECRET_KEY).status, 303);
+    let csrf = hidden_value(&visitor.get("/").body, "csrf").unwrap();
+    let file = opsbox.home.path().join("large.bin");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let block = s3::random_bytes(1024 * 1024);
+        for _ in 0..SIZE / (1024 * 1024) {
+            out.write_all(&block).unwrap();
+        }
+    }
+    let before = peak_memory(up.pid());
+    let request = visitor
+        .client
+        .put(format!(
+            "{}/s3/b/historian/upload?key=large.bin",
+            visitor.base
+        ))
+        .header("x-csrf-token", &csrf)
+        .timeout(Duration::from_secs(600))
+        .body(reqwest::blocking::Body::from(
+            std::fs::File::open(&file).unwrap(),
+        ));
+    let stored = visitor.send(request);
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    let grown = peak_memory(up.pid()).saturating_sub(before);
+    assert!(
+        grown < SIZE / 4,
+        "opsbox's peak memory grew by {} MiB for a {} MiB upload",
+        grown >> 20,
+        SIZE >> 20
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let head = runtime
+        .block_on(
+            s3::client(opsbox.s3_port, true)
+                .head_object()
+                .bucket(s3::BUCKET)
+                .key("large.bin")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(head.content_length(), Some(SIZE as i64));
 }
