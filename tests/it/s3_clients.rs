@@ -50,6 +50,62 @@ print("ok")
     assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
 }
 
+/// What HTTP caches, sync tools and cleanup scripts call, through boto3: conditional GET
+/// (304 / 412), conditional PUT, ListMultipartUploads with markers, the ACL stubs, and a
+/// retried CompleteMultipartUpload.
+#[test]
+fn boto3_conditions_upload_listing_and_acls() {
+    let opsbox = Opsbox::new();
+    let _up = start_s3(&opsbox);
+    let script = r#"
+import sys, boto3, botocore
+endpoint, key_id, secret, bucket = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="us-east-1")
+def status(call, **kw):
+    try:
+        call(**kw)
+        return 200
+    except botocore.exceptions.ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"]
+etag = s3.put_object(Bucket=bucket, Key="cond", Body=b"v1")["ETag"]
+assert status(s3.get_object, Bucket=bucket, Key="cond", IfNoneMatch=etag) == 304
+assert status(s3.get_object, Bucket=bucket, Key="cond", IfMatch='"0"') == 412
+assert status(s3.head_object, Bucket=bucket, Key="cond", IfNoneMatch=etag) == 304
+assert status(s3.put_object, Bucket=bucket, Key="cond", Body=b"v2", IfNoneMatch="*") == 412
+ids = [s3.create_multipart_upload(Bucket=bucket, Key="up/%d" % (i % 2))["UploadId"] for i in range(5)]
+seen, kw = [], {}
+while True:
+    page = s3.list_multipart_uploads(Bucket=bucket, MaxUploads=2, **kw)
+    seen += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+    if not page["IsTruncated"]:
+        break
+    kw = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+assert sorted(seen) == sorted(("up/%d" % (i % 2), u) for i, u in enumerate(ids)), seen
+assert seen == sorted(seen, key=lambda s: s[0]), seen
+for key, upload in seen:
+    s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+upload = s3.create_multipart_upload(Bucket=bucket, Key="done")["UploadId"]
+part = s3.upload_part(Bucket=bucket, Key="done", UploadId=upload, PartNumber=1, Body=b"p")
+parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+first = s3.complete_multipart_upload(Bucket=bucket, Key="done", UploadId=upload, MultipartUpload=parts)
+again = s3.complete_multipart_upload(Bucket=bucket, Key="done", UploadId=upload, MultipartUpload=parts)
+assert first["ETag"] == again["ETag"], (first["ETag"], again["ETag"])
+acl = s3.get_bucket_acl(Bucket=bucket)
+assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"], acl["Grants"]
+s3.put_bucket_acl(Bucket=bucket, ACL="private")
+s3.put_object_acl(Bucket=bucket, Key="cond", ACL="private")
+assert status(s3.put_bucket_acl, Bucket=bucket, ACL="public-read") == 501
+print("ok")
+"#;
+    let url = s3::endpoint(opsbox.s3_port);
+    let mut command = tool("python3", opsbox.home.path());
+    command.args(["-c", script, &url, ACCESS_KEY, SECRET_KEY, BUCKET]);
+    let out = run_tool(&mut command, "install boto3 with `pip install boto3`");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
+}
+
 /// `aws s3 cp s3://b/big s3://b/big2` of an object over the CLI's 8 MiB threshold is a
 /// multipart copy (CreateMultipartUpload, UploadPartCopy with ranges, Complete).
 #[test]
