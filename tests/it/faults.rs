@@ -1073,7 +1073,7 @@ fn a_crash_looping_nats_server_backs_off() {
     assert!(
         nats["restart_reason"]
             .as_str()
-            .is_some_and(|r| r.contains("failed before becoming ready")),
+            .is_some_and(|r| r.contains("was not healthy (")),
         "{nats}"
     );
     assert!(nats["next_start_at_ms"].as_u64().is_some(), "{nats}");
