@@ -71,7 +71,7 @@ impl RestartDecision {
                 format!("it had been ready, so it restarts at once (in {delay})")
             }
             DelayReason::FailedBeforeReady { failures } => format!(
-                "it failed before becoming ready ({failures} time{} in a row), so the restart backs off: next start in {delay}",
+                "it was not healthy ({failures} time{} in a row: died before ready, failed its readiness check, or was stopped as unhealthy), so the restart backs off: next start in {delay}",
                 if failures == 1 { "" } else { "s" }
             ),
             DelayReason::RateLimited { restarts, window } => format!(

@@ -55,6 +55,23 @@ async fn published_event_is_stored_in_events_and_survives_a_restart() {
         info.config.retention,
         async_nats::jetstream::stream::RetentionPolicy::Limits
     );
+    // Every other flag of the `nats stream add` line in ops/setup_streams.sh, as the live
+    // server reports the stream.
+    let config = &info.config;
+    assert_eq!(
+        config.discard,
+        async_nats::jetstream::stream::DiscardPolicy::Old
+    );
+    assert_eq!(config.num_replicas, 1);
+    assert_eq!(config.max_messages, -1);
+    assert_eq!(config.max_bytes, -1);
+    assert_eq!(config.max_age, Duration::ZERO);
+    assert_eq!(config.max_message_size, -1);
+    assert_eq!(config.max_messages_per_subject, -1);
+    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+    assert!(!config.allow_rollup);
+    assert!(!config.deny_delete);
+    assert!(!config.deny_purge);
     let ack = js
         .publish("enterprise.test.created", "order 42".into())
         .await

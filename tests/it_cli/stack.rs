@@ -20,9 +20,51 @@ fn live_processes(status: &serde_json::Value) -> Vec<ProcessIdentity> {
         .map(|pid| pid as i32)
         .collect();
     pids.extend(status["supervisor_pid"].as_i64().map(|pid| pid as i32));
-    pids.into_iter()
+    let mut identities: Vec<ProcessIdentity> = pids
+        .into_iter()
         .map(|pid| ProcessIdentity::of(pid).unwrap_or_else(|| panic!("pid {pid} is not alive")))
-        .collect()
+        .collect();
+    // Every descendant too: PostgreSQL's backends and background workers, anything a child
+    // started.
+    let roots: Vec<i32> = identities.iter().map(|p| p.pid).collect();
+    identities.extend(descendants(&roots));
+    identities
+}
+
+/// The parent pid of every live process.
+fn parents() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            out.push((pid, ppid));
+        }
+    }
+    out
+}
+
+/// Live descendants of `roots` (not the roots themselves), as identities.
+fn descendants(roots: &[i32]) -> Vec<ProcessIdentity> {
+    let parents = parents();
+    let mut found: Vec<i32> = Vec::new();
+    let mut frontier: Vec<i32> = roots.to_vec();
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !found.contains(&pid) && !roots.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found.into_iter().filter_map(ProcessIdentity::of).collect()
 }
 
 #[test]
@@ -43,8 +85,8 @@ fn up_status_env_logs_down_leave_nothing_behind() {
     assert_eq!(status["services"][2]["port"], stack.s3_port);
     let processes = live_processes(&status);
     assert!(
-        processes.len() >= 3,
-        "status shows no pids for supervisor, nats and postgres"
+        processes.len() > 3,
+        "no descendants besides supervisor, nats and postgres: {processes:?}"
     );
 
     // env from the running stack, evaluated by bash.
@@ -75,10 +117,26 @@ fn up_status_env_logs_down_leave_nothing_behind() {
 
     let logs = stack.project.run(&["logs", "-n", "5", "nats"]);
     logs.expect_code(0, "opsbox logs -n 5 nats");
+    let file = std::fs::read_to_string(
+        stack
+            .project
+            .state()
+            .log(Some(opsbox::services::ServiceName::Nats)),
+    )
+    .expect("the nats log");
+    let lines: Vec<&str> = file.lines().collect();
     assert!(
-        logs.stdout.lines().count() <= 5,
-        "-n 5 printed more:\n{}",
-        logs.stdout
+        lines.len() > 5,
+        "the nats log has only {} lines",
+        lines.len()
+    );
+    let last_five: String = lines[lines.len() - 5..]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        logs.stdout, last_five,
+        "-n 5 is not the file's last 5 lines"
     );
     let all = stack.project.run(&["logs", "nats"]);
     assert!(
@@ -107,6 +165,16 @@ fn up_status_env_logs_down_leave_nothing_behind() {
         !StateLock::is_held(&stack.project.state()),
         "the lock is still held after down"
     );
+    for port in [
+        stack.nats_port,
+        stack.nats_monitor_port,
+        stack.postgres_port,
+        stack.s3_port,
+    ] {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            panic!("port {port} is still taken after down: {e}");
+        }
+    }
     assert!(took < Duration::from_secs(5), "down took {took:?}");
     let (code, after) = stack.status();
     assert_eq!(code, Some(1));
