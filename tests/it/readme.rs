@@ -132,6 +132,7 @@ fn bash_with_env(opsbox: &Opsbox, script: &str) -> std::process::Output {
         )
         .env("OPSBOX_POSTGRES_PORT", opsbox.postgres_port.to_string())
         .env("OPSBOX_S3_PORT", opsbox.s3_port.to_string())
+        .env("OPSBOX_CONSOLE_PORT", opsbox.console_port.to_string())
         .args(["-c", script])
         .stdin(Stdio::null())
         .output()
