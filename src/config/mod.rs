@@ -118,6 +118,84 @@ mod tests {
         );
         assert_eq!(on_disk.compose.postgres.database, "historian");
         assert_eq!(on_disk.stream.name, "EVENTS");
+
+        // The comparison above can fail: a copy of ops/ that differs in one value loads
+        // differently from the built-in files, in each of the three files.
+        let edits: [(&str, &str, &str); 3] = [
+            (
+                "docker-compose.yml",
+                "POSTGRES_DB: historian",
+                "POSTGRES_DB: other",
+            ),
+            ("nats.conf", "http_port: 8222", "http_port: 8223"),
+            (
+                "setup_streams.sh",
+                "--subjects \"enterprise.>\"",
+                "--subjects \"other.>\"",
+            ),
+        ];
+        for (file, from, to) in edits {
+            let copy = tempfile::tempdir().expect("temp dir");
+            let ops = copy.path().join("ops");
+            std::fs::create_dir_all(&ops).expect("create ops/");
+            for name in ["docker-compose.yml", "nats.conf", "setup_streams.sh"] {
+                std::fs::copy(dir.join(name), ops.join(name)).expect("copy an ops/ file");
+            }
+            let path = ops.join(file);
+            let text = std::fs::read_to_string(&path).expect("read the copy");
+            assert!(text.contains(from), "{file} no longer contains {from:?}");
+            std::fs::write(&path, text.replacen(from, to, 1)).expect("edit the copy");
+            let Ok(edited) = Ops::load(Some(&ops)) else {
+                continue; // Refusing the edited file is also a detected difference.
+            };
+            let same = edited.compose == built_in.compose
+                && edited.stream == built_in.stream
+                && NatsConf {
+                    path: None,
+                    ..edited.nats_conf
+                } == built_in.nats_conf;
+            assert!(
+                !same,
+                "an edit of {file} ({from:?} -> {to:?}) went unnoticed"
+            );
+        }
+    }
+
+    /// The contract the compose stack documents (ports, credentials, names): the values opsbox
+    /// takes from ops/ are these, so an edit of ops/ that changes one fails here until the
+    /// documentation and this test are changed with it.
+    #[test]
+    fn the_ops_files_hold_the_documented_stack() {
+        let ops = Ops::load(None).expect("the compiled-in ops/ files load");
+        let compose = &ops.compose;
+        assert_eq!(
+            (compose.nats.client_port, compose.nats.monitor_port),
+            (4222, 8222)
+        );
+        assert_eq!(
+            (compose.minio.api_port, compose.minio.console_port),
+            (9000, 9001)
+        );
+        assert_eq!(
+            (
+                compose.minio.root_user.as_str(),
+                compose.minio.root_password.as_str()
+            ),
+            ("minioadmin", "minioadmin")
+        );
+        assert_eq!(compose.postgres.port, 5432);
+        assert_eq!(compose.postgres.major, 16);
+        assert_eq!(
+            (
+                compose.postgres.user.as_str(),
+                compose.postgres.password.as_str(),
+                compose.postgres.database.as_str()
+            ),
+            ("postgres", "postgres", "historian")
+        );
+        assert_eq!(compose.buckets, ["historian"]);
+        assert_eq!(ops.stream.name, "EVENTS");
+        assert_eq!(ops.stream.subjects, ["enterprise.>"]);
     }
 
     #[test]

@@ -55,8 +55,8 @@ service_block() {
         inside { print }
     ' <<<"$config"
 }
-expect() { # service, description, fixed string that must appear in its block
-    service_block "$1" | grep -qF -- "$3" || fail "service $1: expected $2 ($3)"
+expect() { # service, description, a whole line of its block (leading spaces aside)
+    service_block "$1" | sed 's/^[[:space:]]*//' | grep -qxF -- "$3" || fail "service $1: expected $2 (the line: $3)"
 }
 expect_port() { # service, host port, container port
     service_block "$1" | grep -A1 -x -- "    - published: $2" | grep -qx -- "      target: $3" ||
@@ -69,13 +69,13 @@ expect_healthcheck() {
 service_block nats | grep -qE '^    image: nats(:|$)' || fail "service nats: expected a nats image"
 expect_port nats 4222 4222
 expect_port nats 8222 8222
-expect nats "the nats.conf mount" "/nats.conf:/etc/nats/nats.conf:ro"
+expect nats "the nats.conf mount" "- $OPS/nats.conf:/etc/nats/nats.conf:ro"
 expect nats "the -c option" "command: -c /etc/nats/nats.conf"
-expect nats "the JetStream volume" "- nats_data:/data/jetstream"
+expect nats "the JetStream volume" "- nats_data:/data/jetstream:rw"
 expect_healthcheck nats
 
-expect nats-setup "the nats-box image" "image: natsio/nats-box"
-expect nats-setup "the setup script mount" "/setup_streams.sh:/setup_streams.sh:ro"
+service_block nats-setup | grep -qE '^    image: natsio/nats-box(:[A-Za-z0-9._-]+)?$' || fail "service nats-setup: expected the natsio/nats-box image"
+expect nats-setup "the setup script mount" "- $OPS/setup_streams.sh:/setup_streams.sh:ro"
 service_block nats-setup | grep -A1 -x '      nats:' | grep -qx '        condition: service_healthy' ||
     fail "service nats-setup: expected depends_on nats with condition service_healthy"
 
@@ -84,8 +84,8 @@ expect_port minio 9000 9000
 expect_port minio 9001 9001
 expect minio "the root user" "MINIO_ROOT_USER: minioadmin"
 expect minio "the root password" "MINIO_ROOT_PASSWORD: minioadmin"
-expect minio "the data volume" "- minio_data:/data"
-expect minio "the console address" '--console-address ":9001"'
+expect minio "the data volume" "- minio_data:/data:rw"
+expect minio "the server command with the console address" 'command: server /data --console-address ":9001"'
 expect_healthcheck minio
 
 expect minio-setup "the bucket creation" "mc mb --ignore-existing local/historian"
@@ -98,8 +98,8 @@ expect_port postgres 5432 5432
 expect postgres "the user" "POSTGRES_USER: postgres"
 expect postgres "the password" "POSTGRES_PASSWORD: postgres"
 expect postgres "the database" "POSTGRES_DB: historian"
-expect postgres "the data volume" "- pg_data:/var/lib/postgresql/data"
-expect postgres "the initdb.d mount" "/postgres/initdb.d:/docker-entrypoint-initdb.d:ro"
+expect postgres "the data volume" "- pg_data:/var/lib/postgresql/data:rw"
+expect postgres "the initdb.d mount" "- $OPS/postgres/initdb.d:/docker-entrypoint-initdb.d:ro"
 expect_healthcheck postgres
 
 echo "verify_docker_compose: images, ports, credentials, volumes, healthchecks and setup commands: ok"
