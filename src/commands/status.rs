@@ -209,7 +209,9 @@ fn table(report: &Report) -> String {
                 service.state.clone(),
                 service.pid.map_or("-".into(), |pid| pid.to_string()),
                 service.url.clone().unwrap_or_else(|| "-".into()),
-                service.uptime_seconds.map_or("-".into(), human_duration),
+                service
+                    .uptime_seconds
+                    .map_or("-".into(), output::human_duration),
                 match service.major_version {
                     Some(major) => format!("{} (PostgreSQL {major})", service.data_dir.display()),
                     None => service.data_dir.display().to_string(),
@@ -270,37 +272,4 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// `45s`, `3m12s`, `2h05m`, `3d04h`.
-pub fn human_duration(seconds: u64) -> String {
-    let (days, hours, minutes, secs) = (
-        seconds / 86_400,
-        seconds / 3_600 % 24,
-        seconds / 60 % 60,
-        seconds % 60,
-    );
-    if days > 0 {
-        format!("{days}d{hours:02}h")
-    } else if hours > 0 {
-        format!("{hours}h{minutes:02}m")
-    } else if minutes > 0 {
-        format!("{minutes}m{secs:02}s")
-    } else {
-        format!("{secs}s")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_duration;
-
-    #[test]
-    fn durations_read_like_compose() {
-        assert_eq!(human_duration(0), "0s");
-        assert_eq!(human_duration(45), "45s");
-        assert_eq!(human_duration(192), "3m12s");
-        assert_eq!(human_duration(7_500), "2h05m");
-        assert_eq!(human_duration(3 * 86_400 + 4 * 3_600), "3d04h");
-    }
 }

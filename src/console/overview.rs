@@ -137,7 +137,7 @@ pub async fn services(app: &Shared) -> Markup {
         let uptime = record
             .started_at
             .filter(|_| alive)
-            .map(|started| crate::commands::status::human_duration(now().saturating_sub(started)));
+            .map(|started| crate::output::human_duration(now().saturating_sub(started)));
         let disk = app.disk.of(&record.data_dir).await;
         let log = tokio::task::spawn_blocking({
             let path = record.log.clone();
