@@ -897,22 +897,7 @@ async fn the_nats_durability_check_detects_a_store_that_lost_its_tail() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let msgs = opsbox
-        .data_dir
-        .join("nats/jetstream/jetstream/$G/streams/EVENTS/msgs");
-    let block = std::fs::read_dir(&msgs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "blk"))
-        .expect("a message block file");
-    let length = std::fs::metadata(&block).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&block)
-        .unwrap()
-        .set_len(length / 2)
-        .unwrap();
+    let msgs = crate::support::stack::halve_events_block(&opsbox);
     // The index would let the server notice; a store that lost its tail has none either.
     for entry in std::fs::read_dir(&msgs).unwrap().flatten() {
         if entry.path().extension().is_some_and(|x| x == "idx") {

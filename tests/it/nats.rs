@@ -180,22 +180,7 @@ async fn a_truncated_jetstream_block_file_does_not_stop_the_next_start() {
     drop(js);
     up.stop(Signal::SIGTERM, Duration::from_secs(30));
 
-    let msgs = opsbox
-        .data_dir
-        .join("nats/jetstream/jetstream/$G/streams/EVENTS/msgs");
-    let block = std::fs::read_dir(&msgs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "blk"))
-        .expect("a message block file");
-    let length = std::fs::metadata(&block).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&block)
-        .unwrap()
-        .set_len(length / 2)
-        .unwrap();
+    crate::support::stack::halve_events_block(&opsbox);
 
     let mut up = opsbox.up_foreground("nats");
     opsbox.wait_ready(&mut up, Duration::from_secs(60));

@@ -335,3 +335,25 @@ pub fn tree_digest(dir: &Path) -> Vec<(PathBuf, String)> {
     out.sort();
     out
 }
+
+/// Cut the EVENTS stream's message block file to half its length (a store that lost its tail);
+/// returns the stream's `msgs` directory. The stack must be stopped.
+pub fn halve_events_block(opsbox: &Opsbox) -> PathBuf {
+    let msgs = opsbox
+        .data_dir
+        .join("nats/jetstream/jetstream/$G/streams/EVENTS/msgs");
+    let block = std::fs::read_dir(&msgs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "blk"))
+        .expect("a message block file");
+    let length = std::fs::metadata(&block).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&block)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+    msgs
+}
