@@ -14,6 +14,11 @@ fail() {
     exit 1
 }
 
+# runuser (the tests run opsbox as nobody) and other admin tools live in sbin, which a minimal
+# PATH may lack.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
+export PATH
+
 # As root, PostgreSQL runs as an unprivileged account that must reach the test binary cache
 # under target/: a clone inside a private directory (mode 0700, e.g. from mktemp -d) would keep
 # it out. Give each ancestor of the repository the search bit it lacks, and say so.
