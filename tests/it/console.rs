@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::support::free_port;
 use crate::support::s3;
-use crate::support::stack::{Foreground, Opsbox, free_port};
+use crate::support::stack::{Foreground, Opsbox};
 
 const STARTUP: Duration = Duration::from_secs(180);
 /// The delay the console puts on a wrong password (src/console/auth.rs).
@@ -762,7 +763,7 @@ fn console_in_a_real_browser_signs_in_uses_every_service_and_signs_out() {
             .await
             .unwrap();
     });
-    let home = crate::support::stack::open_temp_dir();
+    let home = crate::support::temp_dir();
     let downloads = home.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let browser = Browser::start(
@@ -915,7 +916,7 @@ fn a_taken_console_port_is_named_with_the_flag_to_change_it() {
     let opsbox = Opsbox::new();
     let _squatter = std::net::TcpListener::bind(("127.0.0.1", opsbox.console_port)).unwrap();
     let output = opsbox.up_expecting_failure("s3,console");
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = output.stderr.as_str();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(
@@ -933,7 +934,7 @@ fn a_console_port_shared_with_a_service_is_a_usage_error() {
     let mut opsbox = Opsbox::new();
     opsbox.console_port = opsbox.nats_port;
     let output = opsbox.up_expecting_failure("nats,console");
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = output.stderr.as_str();
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(
         text.contains(&format!(
@@ -956,7 +957,7 @@ fn services_without_console_leave_the_console_out() {
         "nothing listens on the console port"
     );
     let env = opsbox.run(&["env"]);
-    assert!(!String::from_utf8_lossy(&env.stdout).contains("OPSBOX_CONSOLE_URL"));
+    assert!(!env.stdout.contains("OPSBOX_CONSOLE_URL"));
 }
 
 /// Peak resident memory of a process, in bytes (VmHWM).

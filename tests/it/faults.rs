@@ -12,7 +12,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use crate::support::stack::{Foreground, Opsbox, open_temp_dir, tree_digest};
+use crate::support::stack::{Foreground, Opsbox};
+use crate::support::{temp_dir, tree_digest};
 
 /// How close before a kill a write must have been acknowledged for the kill to count as one
 /// "during load".
@@ -1051,7 +1052,7 @@ fn start_gaps(starts: &std::path::Path) -> Vec<f64> {
 #[test]
 fn a_crash_looping_nats_server_backs_off() {
     let real = crate::support::artifacts::nats_server_binary();
-    let tools = open_temp_dir();
+    let tools = temp_dir();
     let marker = tools.path().join("started-once");
     let starts = tools.path().join("starts");
     let script = tools.path().join("nats-server");
@@ -1091,7 +1092,7 @@ fn a_crash_looping_nats_server_backs_off() {
     while killed.elapsed() < Duration::from_secs(60) {
         if seen_waiting.is_none() && start_gaps(&starts).len() >= 3 {
             let status = opsbox.run(&["status", "--json"]);
-            let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
             let nats = json["services"][0].clone();
             if nats["next_start_in_ms"].as_u64().is_some_and(|ms| ms > 0) {
                 assert_eq!(status.status.code(), Some(1));
@@ -1142,7 +1143,7 @@ struct SmallFilesystem {
 
 impl SmallFilesystem {
     fn mount(size: &str) -> Self {
-        let dir = open_temp_dir();
+        let dir = temp_dir();
         let output = std::process::Command::new("mount")
             .args([
                 "-t",

@@ -8,7 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::mirror::closed_port_base;
-use crate::support::stack::{Opsbox, open_temp_dir};
+use crate::support::stack::Opsbox;
+use crate::support::temp_dir;
 
 /// Debian's PostgreSQL 15 (tests/prereqs.sh installs `postgresql-15`).
 const SYSTEM_POSTGRES_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -124,7 +125,7 @@ fn up_with_allow_postgres_major_15_runs_it_and_status_shows_15() {
     );
 
     let status = opsbox.run(&["status", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let postgres = report["services"]
         .as_array()
         .unwrap()
@@ -139,7 +140,7 @@ fn up_with_allow_postgres_major_15_runs_it_and_status_shows_15() {
             .trim(),
         "15"
     );
-    let table = String::from_utf8_lossy(&opsbox.run(&["status"]).stdout).into_owned();
+    let table = opsbox.run(&["status"]).stdout.clone();
     assert!(
         table
             .lines()
@@ -172,7 +173,7 @@ fn a_requested_version_of_another_major_needs_the_flag() {
 /// its package client in one short line, with the start and end of each fetch on a pipe.
 #[test]
 fn fallbacks_are_one_short_line_each() {
-    let home = open_temp_dir();
+    let home = temp_dir();
     let cache = home.path().join("cache");
     let mirror = closed_port_base();
     let output = fetch_command(&cache, &mirror).output().unwrap();
@@ -264,7 +265,7 @@ impl Drop for TmuxSession {
 /// run.
 #[test]
 fn progress_moves_on_a_terminal_during_package_client_fetches() {
-    let home = open_temp_dir();
+    let home = temp_dir();
     let cache = home.path().join("cache");
     let done = home.path().join("done");
     let session = format!("opsbox-progress-{}", std::process::id());
@@ -348,7 +349,7 @@ fn failing(args: &[&str], cache: &Path) -> String {
 /// once, and a hint.
 #[test]
 fn errors_print_their_cause_once() {
-    let home = open_temp_dir();
+    let home = temp_dir();
     let cache = home.path().join("cache");
 
     insta::assert_snapshot!(failing(&["--cache-dir", "/proc/nope", "fetch"], &cache), @r"
@@ -408,7 +409,7 @@ fn fallback_detail_is_in_the_opsbox_log_only() {
     );
 
     let logs = opsbox.run(&["logs", "opsbox"]);
-    let log = String::from_utf8_lossy(&logs.stdout).into_owned();
+    let log = logs.stdout.clone();
     let detail = format!(
         "  detail: nats-server 2.15.1: mirror {mirror}: cannot download {mirror}/nats-io/nats-server/releases/download/v2.15.1/SHA256SUMS for nats-server 2.15.1: "
     );

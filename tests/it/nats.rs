@@ -205,7 +205,7 @@ async fn a_truncated_jetstream_block_file_does_not_stop_the_next_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced() {
-    let project = crate::support::stack::project_copy();
+    let project = crate::support::project_copy();
     let opsbox = Opsbox::with_project(project.path().to_path_buf());
     let mut up = opsbox.up_foreground("nats");
     opsbox.wait_ready(&mut up, Duration::from_secs(120));
@@ -223,7 +223,7 @@ async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced(
     let text = std::fs::read_to_string(&script).unwrap();
     std::fs::write(&script, text.replace("\"enterprise.>\"", "\"historian.>\"")).unwrap();
     let output = opsbox.up_expecting_failure("nats");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = output.stderr.as_str();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("stream EVENTS exists with subjects [\"enterprise.>\"]")
@@ -249,7 +249,7 @@ async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_a_project_the_compiled_in_ops_files_are_used() {
     let opsbox = Opsbox::new();
-    let elsewhere = crate::support::stack::open_temp_dir();
+    let elsewhere = crate::support::temp_dir();
     let log = opsbox.home.path().join("up-outside.log");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_opsbox"))
         .current_dir(elsewhere.path())

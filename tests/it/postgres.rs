@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::support::stack::{Opsbox, project_copy, tree_digest};
+use crate::support::stack::Opsbox;
+use crate::support::{project_copy, tree_digest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_survive_a_restart_and_init_scripts_run_once() {
@@ -119,7 +120,7 @@ fn a_data_dir_of_another_major_version_is_refused_and_left_untouched() {
     let before = tree_digest(&pgdata);
 
     let output = opsbox.up_expecting_failure("postgres");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = output.stderr.as_str();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("was created by PostgreSQL 15") && stderr.contains("PG_VERSION"),

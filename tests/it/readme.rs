@@ -14,7 +14,8 @@ use nix::sys::signal::Signal;
 
 use crate::support::artifacts::{self, Damage, NATS_VERSION, POSTGRES_VERSION};
 use crate::support::mirror::Mirror;
-use crate::support::stack::{Opsbox, open_temp_dir, project_copy, shared_cache};
+use crate::support::stack::Opsbox;
+use crate::support::{project_copy, shared_cache, temp_dir};
 
 fn readme() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
@@ -287,7 +288,7 @@ fn host_setting_moves_every_listener() {
         );
     }
     let env = opsbox.run(&["env"]);
-    let env = String::from_utf8_lossy(&env.stdout);
+    let env = env.stdout.as_str();
     assert!(
         env.contains(&format!("nats://127.0.0.2:{}", opsbox.nats_port)),
         "`env` does not name the host: {env}"
@@ -490,7 +491,7 @@ fn default_directories_follow_the_account() {
             "root's default data dir is {data_dir}"
         );
         // And a normal user (nobody, with its own HOME) gets the XDG location.
-        let home = open_temp_dir();
+        let home = temp_dir();
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let output = Command::new("runuser")
             .args(["-u", "nobody", "--", "env", "-u", "OPSBOX_DATA_DIR", "-u"])
@@ -551,7 +552,7 @@ fn cached_postgres_dir() -> PathBuf {
     assert!(
         fetch.status.success(),
         "opsbox fetch failed: {}",
-        String::from_utf8_lossy(&fetch.stderr)
+        fetch.stderr.as_str()
     );
     find().unwrap_or_else(|| {
         panic!(
@@ -667,7 +668,7 @@ async fn a_hostile_password_gives_one_working_url_everywhere() {
     std::fs::write(&compose, changed).unwrap();
     let opsbox = Opsbox::with_project(project.path().to_path_buf());
     let up = opsbox.up_detached("postgres");
-    let summary = String::from_utf8_lossy(&up.stderr);
+    let summary = up.stderr.as_str();
     let expected = format!(
         "postgresql://postgres:p%40ss%3Aw%2Frd%3F%23%25%20%C3%A9@127.0.0.1:{}/historian",
         opsbox.postgres_port
@@ -677,7 +678,7 @@ async fn a_hostile_password_gives_one_working_url_everywhere() {
         "the up summary does not show the encoded URL {expected}:\n{summary}"
     );
     let env = opsbox.run(&["env", "--format", "dotenv"]);
-    let env = String::from_utf8_lossy(&env.stdout);
+    let env = env.stdout.as_str();
     assert!(
         env.contains(&expected),
         "`env` does not print the encoded URL {expected}:\n{env}"

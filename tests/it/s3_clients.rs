@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::support::s3::{
-    self, ACCESS_KEY, BUCKET, SECRET_KEY, random_bytes, run_tool, sha256_hex, tool,
-};
+use crate::support::run_tool;
+use crate::support::s3::{self, ACCESS_KEY, BUCKET, SECRET_KEY, random_bytes, sha256_hex, tool};
 use crate::support::stack::{Foreground, Opsbox};
 
 const MIB: usize = 1024 * 1024;

@@ -10,10 +10,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use nix::sys::signal::Signal;
 
 use crate::support::s3::{
-    self, ACCESS_KEY, BUCKET, SECRET_KEY, md5_hex, random_bytes, random_in, run_tool, sha256_hex,
-    tool,
+    self, ACCESS_KEY, BUCKET, SECRET_KEY, md5_hex, random_bytes, random_in, sha256_hex, tool,
 };
 use crate::support::stack::{Foreground, Opsbox};
+use crate::support::{files_under, run_tool};
 
 const MIB: usize = 1024 * 1024;
 
@@ -25,26 +25,6 @@ fn start_s3(opsbox: &Opsbox) -> Foreground {
     let mut up = opsbox.up_foreground("s3");
     opsbox.wait_ready(&mut up, Duration::from_secs(60));
     up
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
-            } else {
-                out.push(entry.path());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Temp files of the S3 store (storage.rs: `<root>/.opsbox-s3/tmp/<pid>-<n>.part`), wherever
@@ -846,6 +826,6 @@ async fn detached_full_stack_listens_only_on_loopback_and_answers_minio_health()
     assert!(
         down.status.success(),
         "opsbox down failed after the loopback checks:\n{}",
-        String::from_utf8_lossy(&down.stderr)
+        down.stderr.as_str()
     );
 }

@@ -1,13 +1,8 @@
 //! Bad input to `opsbox up`: one clear error naming the thing, a hint, a non-zero exit code,
 //! and the data dir untouched.
 
-use std::process::Output;
-
-use crate::support::stack::{Opsbox, project_copy, tree_digest};
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::support::stack::Opsbox;
+use crate::support::{Outcome, project_copy, tree_digest};
 
 #[test]
 fn a_taken_port_is_named_with_its_owner_and_the_flag_to_change_it() {
@@ -18,7 +13,7 @@ fn a_taken_port_is_named_with_its_owner_and_the_flag_to_change_it() {
     let squatter = std::net::TcpListener::bind(("127.0.0.1", opsbox.nats_port)).unwrap();
 
     let output = opsbox.up_expecting_failure("nats");
-    let text = stderr(&output);
+    let text = output.stderr.clone();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(
@@ -47,7 +42,7 @@ fn a_malformed_nats_conf_is_named() {
     std::fs::write(&conf, "port: 4222\njetstream {\n  store_dir: \"/data\"\n").unwrap();
     let opsbox = Opsbox::with_project(project.path().to_path_buf());
     let output = opsbox.up_expecting_failure("nats");
-    let text = stderr(&output);
+    let text = output.stderr.clone();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("nats.conf"), "{text}");
     assert!(text.contains("malformed"), "{text}");
@@ -62,7 +57,7 @@ fn an_unknown_flag_is_a_usage_error() {
     let opsbox = Opsbox::new();
     let output = opsbox.run(&["up", "--no-such-flag"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("--no-such-flag"));
+    assert!(output.stderr.contains("--no-such-flag"));
 }
 
 #[test]
@@ -75,8 +70,9 @@ fn offline_with_an_empty_cache_says_what_is_missing() {
         .args(["--offline", "up", "--services", "nats"])
         .args(opsbox.port_args())
         .output()
+        .map(Outcome::from)
         .unwrap();
-    let text = stderr(&output);
+    let text = output.stderr.clone();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("nats-server"), "{text}");
     assert!(text.contains("offline"), "{text}");
@@ -96,8 +92,9 @@ fn up_detached_with_a_taken_port_fails_fast_and_names_the_service() {
         .args(["up", "-d", "--wait-timeout", "1"])
         .args(opsbox.port_args())
         .output()
+        .map(Outcome::from)
         .unwrap();
-    let text = stderr(&output);
+    let text = output.stderr.clone();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(
@@ -126,7 +123,7 @@ fn an_unknown_key_in_nats_conf_is_reported_with_nats_servers_words_and_no_restar
     std::fs::write(&conf, text).unwrap();
     let opsbox = Opsbox::with_project(project.path().to_path_buf());
     let output = opsbox.up_expecting_failure("nats");
-    let text = stderr(&output);
+    let text = output.stderr.clone();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("nats-server exited"), "{text}");
     assert!(
@@ -149,7 +146,7 @@ fn an_unusable_data_dir_is_named_with_a_hint() {
     std::fs::write(&blocker, "file").unwrap();
     opsbox.data_dir = blocker.join("data");
     let output = opsbox.up_expecting_failure("nats");
-    let text = stderr(&output);
+    let text = output.stderr.clone();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(

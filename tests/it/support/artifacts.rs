@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use sha2::{Digest, Sha256};
+use super::run_tool;
+use super::s3::sha256_hex;
 
 pub const NATS_VERSION: &str = opsbox::fetch::DEFAULT_NATS_VERSION;
 pub const POSTGRES_VERSION: &str = opsbox::fetch::DEFAULT_POSTGRES_VERSION;
@@ -22,16 +23,9 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// Run `command` to success: its stdout.
 fn run(command: &mut Command, install_hint: &str) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {command:?} ({error}); {install_hint}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}; {install_hint}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    String::from_utf8_lossy(&run_tool(command, install_hint)).into_owned()
 }
 
 pub fn go_platform() -> (&'static str, &'static str) {
@@ -101,10 +95,6 @@ pub fn nats_server_binary() -> PathBuf {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// `nats-server-v{V}-{os}-{arch}.tar.gz` exactly like the upstream archive (wrapped in a

@@ -1,70 +1,14 @@
 //! Running the real `opsbox` binary as a subprocess with its own ports, data dir and project,
 //! sharing one binary cache between tests (filled through the same fetch path users get).
 
-use std::collections::HashSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use opsbox::state::StateDir;
 use serde_json::Value;
 
-static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A loopback port nothing listens on, never handed out twice in this test process.
-pub fn free_port() -> u16 {
-    let mut taken = PORTS.lock().unwrap();
-    let taken = taken.get_or_insert_with(HashSet::new);
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        if taken.insert(port) {
-            return port;
-        }
-    }
-}
-
-/// The binary cache shared by every test run (under target/, reachable by the unprivileged
-/// PostgreSQL account when the tests run as root).
-pub fn shared_cache() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("test-cache");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-/// A temp dir with mode 0755 (tempfile makes 0700, which the PostgreSQL account could not
-/// traverse when tests run as root).
-pub fn open_temp_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-/// A copy of the repository's ops/ directory in a temp project, to change per test.
-pub fn project_copy() -> tempfile::TempDir {
-    let project = open_temp_dir();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops");
-    copy_dir(&source, &project.path().join("ops"));
-    project
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+use super::{Outcome, free_port, repo, shared_cache, temp_dir};
 
 /// One opsbox project under test.
 pub struct Opsbox {
@@ -80,18 +24,33 @@ pub struct Opsbox {
 }
 
 impl Opsbox {
-    /// A project using the repository's own ops/ files.
+    /// A project using the repository's own ops/ files and the shared binary cache.
     pub fn new() -> Self {
-        Self::with_project(Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+        Self::with_project(repo())
     }
 
+    /// A project in `project` using the shared binary cache.
     pub fn with_project(project: PathBuf) -> Self {
-        let home = open_temp_dir();
+        Self::at(project, None)
+    }
+
+    /// A project using the repository's own ops/ files and a cache of its own, for tests that
+    /// start no service and must not touch the shared cache.
+    pub fn with_own_cache() -> Self {
+        Self::at(repo(), Some("cache"))
+    }
+
+    fn at(project: PathBuf, own_cache: Option<&str>) -> Self {
+        let home = temp_dir();
         let data_dir = home.path().join("data");
+        let cache_dir = match own_cache {
+            Some(name) => home.path().join(name),
+            None => shared_cache(),
+        };
         Self {
             project,
             data_dir,
-            cache_dir: shared_cache(),
+            cache_dir,
             nats_port: free_port(),
             nats_monitor_port: free_port(),
             postgres_port: free_port(),
@@ -101,12 +60,18 @@ impl Opsbox {
         }
     }
 
-    /// `opsbox` with this project's global flags and a clean environment for opsbox settings.
+    pub fn state(&self) -> StateDir {
+        StateDir::new(self.data_dir.clone())
+    }
+
+    /// `opsbox` with this project's global flags, no stdin, and nothing from the caller's
+    /// environment that would change its settings.
     pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_opsbox"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("OPSBOX_") {
-                command.env_remove(key);
+        for (key, _) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            if name.starts_with("OPSBOX_") || name == "GITHUB_ENV" {
+                command.env_remove(&key);
             }
         }
         command
@@ -115,7 +80,8 @@ impl Opsbox {
             .arg("--project-dir")
             .arg(&self.project)
             .arg("--data-dir")
-            .arg(&self.data_dir);
+            .arg(&self.data_dir)
+            .stdin(Stdio::null());
         command
     }
 
@@ -134,13 +100,22 @@ impl Opsbox {
         ]
     }
 
-    /// Run a command to completion.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.command()
-            .args(args)
-            .stdin(Stdio::null())
+    /// Run `opsbox args` to completion.
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.run_with_env(args, &[])
+    }
+
+    /// Run `opsbox args` to completion with these variables set.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Outcome {
+        let mut command = self.command();
+        command.args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command
             .output()
-            .unwrap()
+            .unwrap_or_else(|e| panic!("cannot run opsbox {args:?}: {e}"));
+        output.into()
     }
 
     /// `opsbox up` with these services, in the foreground, as a child process.
@@ -156,7 +131,6 @@ impl Opsbox {
             .arg("--services")
             .arg(services)
             .args(self.port_args())
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -164,31 +138,46 @@ impl Opsbox {
         Foreground { child, log }
     }
 
-    /// `opsbox up` in the foreground for a start that is expected to fail: its output.
-    pub fn up_expecting_failure(&self, services: &str) -> Output {
-        self.command()
-            .args(["up", "--services", services])
-            .args(self.port_args())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+    /// `opsbox up` with this project's ports and `args`, run to completion (`-d`, or a start
+    /// that is expected to fail).
+    pub fn up(&self, args: &[&str]) -> Outcome {
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        let ports = self.port_args();
+        all.extend(ports.iter().map(String::as_str));
+        self.run(&all)
+    }
+
+    /// `opsbox up` in the foreground for a start that is expected to fail: its outcome.
+    pub fn up_expecting_failure(&self, services: &str) -> Outcome {
+        self.up(&["--services", services])
     }
 
     /// `opsbox up -d` with these services; asserts it succeeded.
-    pub fn up_detached(&self, services: &str) -> Output {
-        let output = self
-            .command()
-            .args(["up", "-d", "--services", services])
-            .args(self.port_args())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "opsbox up -d --services {services} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+    pub fn up_detached(&self, services: &str) -> Outcome {
+        let outcome = self.up(&["-d", "--services", services]);
+        outcome.expect_code(0, &format!("opsbox up -d --services {services}"));
+        outcome
+    }
+
+    /// `opsbox status --json`: its exit code and the parsed report.
+    pub fn status_json(&self) -> (Option<i32>, Value) {
+        let outcome = self.run(&["status", "--json"]);
+        let value = serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json did not print JSON ({e}):\n{}\n{}",
+                outcome.stdout, outcome.stderr
+            )
+        });
+        (outcome.status.code(), value)
+    }
+
+    /// Write `text` as the log of `name` (a service or `opsbox`).
+    pub fn write_log(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.state().logs().join(format!("{name}.log"));
+        std::fs::create_dir_all(self.state().logs()).expect("create the logs dir");
+        std::fs::write(&path, text).expect("write a log");
+        path
     }
 
     pub fn run_file(&self) -> Option<Value> {
@@ -256,7 +245,6 @@ impl Drop for Opsbox {
         let _ = self
             .command()
             .args(["down", "--timeout", "10"])
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -310,30 +298,6 @@ impl Drop for Foreground {
             let _ = self.child.wait();
         }
     }
-}
-
-/// sha256 of every file under `dir`, by relative path: to prove a directory was not touched.
-pub fn tree_digest(dir: &Path) -> Vec<(PathBuf, String)> {
-    use sha2::{Digest, Sha256};
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.push((
-                    path.strip_prefix(dir).unwrap().to_path_buf(),
-                    hex::encode(Sha256::digest(&bytes)),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Cut the EVENTS stream's message block file to half its length (a store that lost its tail);

@@ -5,11 +5,12 @@ use opsbox::services::ServiceName;
 use opsbox::state::ServiceState;
 use opsbox::supervisor::ProcessIdentity;
 
-use crate::support::{FakeChild, FakeSupervisor, Project, run_file};
+use crate::support::stack::Opsbox;
+use crate::support::stand_ins::{FakeChild, FakeSupervisor, run_file};
 
 #[test]
 fn not_running_shows_every_service_stopped_and_exits_1() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let table = project.run(&["status"]);
     table.expect_code(1, "opsbox status when nothing runs");
     for service in ["nats", "postgres", "s3"] {
@@ -40,7 +41,7 @@ fn not_running_shows_every_service_stopped_and_exits_1() {
 
 #[test]
 fn running_stack_is_checked_against_live_processes() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let supervisor = FakeSupervisor::start(&project);
     let nats = FakeChild::start();
     // A recorded postgres process that no longer exists (same pid, other start time).

@@ -7,11 +7,13 @@ use opsbox::services::ServiceName;
 use opsbox::state::{ServiceState, StateLock};
 use opsbox::supervisor::ProcessIdentity;
 
-use crate::support::{FakeChild, FakeSupervisor, Project, run_file, wait_for};
+use crate::support::stack::Opsbox;
+use crate::support::stand_ins::{FakeChild, FakeSupervisor, run_file};
+use crate::support::wait_for;
 
 #[test]
 fn not_running_exits_0_and_removes_a_stale_run_file() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let leftover = FakeChild::start();
     project.state().create().expect("create the data dir");
     let stale = run_file(
@@ -44,7 +46,7 @@ fn not_running_exits_0_and_removes_a_stale_run_file() {
 
 #[test]
 fn stops_the_supervisor_and_kills_children_it_left_behind() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let mut supervisor = FakeSupervisor::start(&project);
     let mut nats = FakeChild::start();
     run_file(
@@ -91,7 +93,7 @@ fn stops_the_supervisor_and_kills_children_it_left_behind() {
 
 #[test]
 fn never_signals_a_pid_whose_start_time_does_not_match() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let mut supervisor = FakeSupervisor::start(&project);
     let impostor = ProcessIdentity {
         pid: supervisor.identity.pid,
@@ -120,7 +122,7 @@ fn never_signals_a_pid_whose_start_time_does_not_match() {
 
 #[test]
 fn down_v_deletes_the_data_dir_but_not_the_cache() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     project.write_log("nats", "x\n");
     std::fs::create_dir_all(project.data_dir.join("postgres/data")).expect("create data");
     std::fs::create_dir_all(project.cache_dir.join("nats-server/2.0")).expect("create cache");
@@ -144,7 +146,7 @@ fn down_v_deletes_the_data_dir_but_not_the_cache() {
 
 #[test]
 fn down_v_refuses_a_data_dir_that_holds_the_cache() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let cache_inside = project.data_dir.join("cache");
     std::fs::create_dir_all(&cache_inside).expect("create the cache inside the data dir");
     let outcome = project.run_with_env(&["down", "-v"], &[("OPSBOX_CACHE_DIR", &cache_inside)]);

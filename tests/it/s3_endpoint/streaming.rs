@@ -5,8 +5,10 @@
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use crate::semantics::{amz_date, sign_v4};
-use crate::{Endpoint, get, stock};
+use super::semantics::{amz_date, sign_v4};
+use crate::support::endpoint::{Endpoint, PRESET, stock};
+use crate::support::files_under;
+use crate::support::s3::get;
 
 fn chunks(body: &[u8], size: usize) -> Vec<Result<Vec<u8>, std::io::Error>> {
     body.chunks(size).map(|c| Ok(c.to_vec())).collect()
@@ -48,10 +50,10 @@ async fn a_chunked_upload_without_content_length_is_stored() {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     assert_eq!(status, 200, "{text}");
-    assert!(get(&s3.client(), "preset", "chunked").await == body);
+    assert!(get(&s3.client(), PRESET, "chunked").await == body);
     if !stock() {
         assert!(
-            crate::files_under(&s3.root().join(".opsbox-s3/tmp")).is_empty(),
+            files_under(&s3.root().join(".opsbox-s3/tmp")).is_empty(),
             "spooled body left behind"
         );
     }
@@ -99,12 +101,12 @@ async fn aws_chunked_upload_with_trailer_keeps_bytes_and_encoding() {
     assert_eq!(status, 200, "{text}");
     let c = s3.client();
     assert!(
-        get(&c, "preset", "encoded").await == body,
+        get(&c, PRESET, "encoded").await == body,
         "stored bytes differ"
     );
     let head = c
         .head_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("encoded")
         .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
         .send()

@@ -4,7 +4,8 @@
 
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 
-use crate::{Endpoint, code, get, md5_hex, outcome, put, quoted};
+use crate::support::endpoint::{Endpoint, PRESET};
+use crate::support::s3::{code, get, head_object, md5_hex, outcome, put, quoted};
 
 /// (status, error code) of a GET with the given conditions; 200 and "ok" when it succeeds.
 #[derive(Default, Clone)]
@@ -15,18 +16,39 @@ struct When {
     if_unmodified_since: Option<DateTime>,
 }
 
+impl When {
+    fn if_match(self, e_tag: &str) -> Self {
+        Self {
+            if_match: Some(e_tag.into()),
+            ..self
+        }
+    }
+    fn if_none_match(self, e_tag: &str) -> Self {
+        Self {
+            if_none_match: Some(e_tag.into()),
+            ..self
+        }
+    }
+    fn if_modified_since(self, time: DateTime) -> Self {
+        Self {
+            if_modified_since: Some(time),
+            ..self
+        }
+    }
+    fn if_unmodified_since(self, time: DateTime) -> Self {
+        Self {
+            if_unmodified_since: Some(time),
+            ..self
+        }
+    }
+}
+
 #[tokio::test]
 async fn get_and_head_answer_conditions_with_s3_precedence() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "cond", b"conditional body").await;
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("cond")
-        .send()
-        .await
-        .unwrap();
+    put(&c, PRESET, "cond", b"conditional body").await;
+    let head = head_object(&c, PRESET, "cond").await;
     let e_tag = head.e_tag().unwrap().to_owned();
     assert_eq!(e_tag, quoted(&md5_hex(b"conditional body")));
     let modified = head.last_modified().unwrap().secs();
@@ -36,129 +58,53 @@ async fn get_and_head_answer_conditions_with_s3_precedence() {
         DateTime::from_secs(modified + 3600),
     );
     let other = quoted(&md5_hex(b"something else"));
+    let w = When::default;
     let cases: Vec<(&str, When, u16)> = vec![
-        (
-            "If-Match right",
-            When {
-                if_match: Some(e_tag.clone()),
-                ..Default::default()
-            },
-            200,
-        ),
-        (
-            "If-Match *",
-            When {
-                if_match: Some("*".into()),
-                ..Default::default()
-            },
-            200,
-        ),
-        (
-            "If-Match wrong",
-            When {
-                if_match: Some(other.clone()),
-                ..Default::default()
-            },
-            412,
-        ),
-        (
-            "If-None-Match right",
-            When {
-                if_none_match: Some(e_tag.clone()),
-                ..Default::default()
-            },
-            304,
-        ),
-        (
-            "If-None-Match *",
-            When {
-                if_none_match: Some("*".into()),
-                ..Default::default()
-            },
-            304,
-        ),
-        (
-            "If-None-Match wrong",
-            When {
-                if_none_match: Some(other.clone()),
-                ..Default::default()
-            },
-            200,
-        ),
+        ("If-Match right", w().if_match(&e_tag), 200),
+        ("If-Match *", w().if_match("*"), 200),
+        ("If-Match wrong", w().if_match(&other), 412),
+        ("If-None-Match right", w().if_none_match(&e_tag), 304),
+        ("If-None-Match *", w().if_none_match("*"), 304),
+        ("If-None-Match wrong", w().if_none_match(&other), 200),
         (
             "If-Modified-Since same second",
-            When {
-                if_modified_since: Some(same),
-                ..Default::default()
-            },
+            w().if_modified_since(same),
             304,
         ),
         (
             "If-Modified-Since future",
-            When {
-                if_modified_since: Some(future),
-                ..Default::default()
-            },
+            w().if_modified_since(future),
             304,
         ),
-        (
-            "If-Modified-Since past",
-            When {
-                if_modified_since: Some(past),
-                ..Default::default()
-            },
-            200,
-        ),
+        ("If-Modified-Since past", w().if_modified_since(past), 200),
         (
             "If-Unmodified-Since past",
-            When {
-                if_unmodified_since: Some(past),
-                ..Default::default()
-            },
+            w().if_unmodified_since(past),
             412,
         ),
         (
             "If-Unmodified-Since same second",
-            When {
-                if_unmodified_since: Some(same),
-                ..Default::default()
-            },
+            w().if_unmodified_since(same),
             200,
         ),
         (
             "If-Match right wins over a failing If-Unmodified-Since",
-            When {
-                if_match: Some(e_tag.clone()),
-                if_unmodified_since: Some(past),
-                ..Default::default()
-            },
+            w().if_match(&e_tag).if_unmodified_since(past),
             200,
         ),
         (
             "If-None-Match right gives 304 even if modified since",
-            When {
-                if_none_match: Some(e_tag.clone()),
-                if_modified_since: Some(past),
-                ..Default::default()
-            },
+            w().if_none_match(&e_tag).if_modified_since(past),
             304,
         ),
         (
             "If-None-Match wrong ignores If-Modified-Since",
-            When {
-                if_none_match: Some(other.clone()),
-                if_modified_since: Some(future),
-                ..Default::default()
-            },
+            w().if_none_match(&other).if_modified_since(future),
             200,
         ),
         (
             "412 wins over 304",
-            When {
-                if_match: Some(other.clone()),
-                if_none_match: Some(e_tag.clone()),
-                ..Default::default()
-            },
+            w().if_match(&other).if_none_match(&e_tag),
             412,
         ),
     ];
@@ -166,7 +112,7 @@ async fn get_and_head_answer_conditions_with_s3_precedence() {
     for (what, when, want) in cases {
         let got = c
             .get_object()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("cond")
             .set_if_match(when.if_match.clone())
             .set_if_none_match(when.if_none_match.clone())
@@ -207,7 +153,7 @@ async fn get_and_head_answer_conditions_with_s3_precedence() {
         }
         let head_status = outcome(
             c.head_object()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("cond")
                 .set_if_match(when.if_match)
                 .set_if_none_match(when.if_none_match)
@@ -230,7 +176,7 @@ async fn conditional_put_checks_the_current_object() {
     let c = s3.client();
     let put_when = |if_match: Option<&str>, if_none_match: Option<&str>, body: &'static [u8]| {
         c.put_object()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("guarded")
             .set_if_match(if_match.map(str::to_owned))
             .set_if_none_match(if_none_match.map(str::to_owned))
@@ -253,11 +199,11 @@ async fn conditional_put_checks_the_current_object() {
         ("PreconditionFailed".into(), 412),
         "If-Match with another ETag"
     );
-    assert_eq!(get(&c, "preset", "guarded").await, b"first");
+    assert_eq!(get(&c, PRESET, "guarded").await, b"first");
     put_when(Some(&quoted(&md5_hex(b"first"))), None, b"fourth")
         .await
         .unwrap();
-    assert_eq!(get(&c, "preset", "guarded").await, b"fourth");
+    assert_eq!(get(&c, PRESET, "guarded").await, b"fourth");
 }
 
 /// Eight writers race `If-None-Match: *` for one new key: exactly one wins, and the stored
@@ -277,7 +223,7 @@ async fn conditional_put_is_atomic_with_the_write() {
                 let body = vec![writer; 4 * 1024 * 1024];
                 let result = c
                     .put_object()
-                    .bucket("preset")
+                    .bucket(PRESET)
                     .key(&key)
                     .if_none_match("*")
                     .body(ByteStream::from(body))
@@ -296,7 +242,7 @@ async fn conditional_put_is_atomic_with_the_write() {
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
-        let stored = get(&c, "preset", &key).await;
+        let stored = get(&c, PRESET, &key).await;
         assert!(
             stored.len() == 4 * 1024 * 1024 && stored.iter().all(|b| *b == winners[0]),
             "round {round}: the stored object is not the winner's"
@@ -308,14 +254,8 @@ async fn conditional_put_is_atomic_with_the_write() {
 async fn copy_object_honours_copy_source_conditions() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "src", b"copy me").await;
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("src")
-        .send()
-        .await
-        .unwrap();
+    put(&c, PRESET, "src", b"copy me").await;
+    let head = head_object(&c, PRESET, "src").await;
     let e_tag = head.e_tag().unwrap().to_owned();
     let modified = head.last_modified().unwrap().secs();
     let (past, future) = (
@@ -325,7 +265,7 @@ async fn copy_object_honours_copy_source_conditions() {
     let other = quoted(&md5_hex(b"other"));
     let copy = || {
         c.copy_object()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("dst")
             .copy_source("preset/src")
     };
@@ -380,5 +320,5 @@ async fn copy_object_honours_copy_source_conditions() {
         .map(|(what, got, want)| format!("{what}: got {got:?}, want {want}"))
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
-    assert_eq!(get(&c, "preset", "dst").await, b"copy me");
+    assert_eq!(get(&c, PRESET, "dst").await, b"copy me");
 }

@@ -11,13 +11,14 @@ use aws_sdk_s3::types::{
 };
 use sha2::Digest as _;
 
-use crate::{ACCESS_KEY, Endpoint, SECRET_KEY, code, get, put, stock};
+use crate::support::endpoint::{Endpoint, PRESET, stock};
+use crate::support::s3::{ACCESS_KEY, SECRET_KEY, code, get, head_object, put};
 
 #[tokio::test]
 async fn delete_objects_with_more_than_1000_keys_is_malformed_xml() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "k-0", b"kept").await;
+    put(&c, PRESET, "k-0", b"kept").await;
     let ids: Vec<ObjectIdentifier> = (0..1001)
         .map(|i| {
             ObjectIdentifier::builder()
@@ -28,12 +29,12 @@ async fn delete_objects_with_more_than_1000_keys_is_malformed_xml() {
         .collect();
     let result = c
         .delete_objects()
-        .bucket("preset")
+        .bucket(PRESET)
         .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
         .send()
         .await;
     assert_eq!(code(result), ("MalformedXML".into(), 400));
-    assert_eq!(get(&c, "preset", "k-0").await, b"kept");
+    assert_eq!(get(&c, PRESET, "k-0").await, b"kept");
 }
 
 #[tokio::test]
@@ -41,7 +42,7 @@ async fn copy_onto_itself_needs_replace() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     c.put_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("self")
         .content_type("text/plain")
         .body(ByteStream::from_static(b"same"))
@@ -50,14 +51,14 @@ async fn copy_onto_itself_needs_replace() {
         .unwrap();
     let result = c
         .copy_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("self")
         .copy_source("preset/self")
         .send()
         .await;
     assert_eq!(code(result), ("InvalidRequest".into(), 400));
     c.copy_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("self")
         .copy_source("preset/self")
         .metadata_directive(MetadataDirective::Replace)
@@ -65,25 +66,19 @@ async fn copy_onto_itself_needs_replace() {
         .send()
         .await
         .unwrap();
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("self")
-        .send()
-        .await
-        .unwrap();
+    let head = head_object(&c, PRESET, "self").await;
     assert_eq!(head.content_type(), Some("application/json"));
-    assert_eq!(get(&c, "preset", "self").await, b"same");
+    assert_eq!(get(&c, PRESET, "self").await, b"same");
 }
 
 #[tokio::test]
 async fn creating_an_owned_bucket_again_is_409_and_keeps_it() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "inside", b"still here").await;
-    let result = c.create_bucket().bucket("preset").send().await;
+    put(&c, PRESET, "inside", b"still here").await;
+    let result = c.create_bucket().bucket(PRESET).send().await;
     assert_eq!(code(result), ("BucketAlreadyOwnedByYou".into(), 409));
-    assert_eq!(get(&c, "preset", "inside").await, b"still here");
+    assert_eq!(get(&c, PRESET, "inside").await, b"still here");
 }
 
 #[tokio::test]
@@ -91,11 +86,11 @@ async fn list_objects_v1_marker_delimiter_and_url_encoding() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     for key in ["a", "b", "c d/a", "c d/ü", "e"] {
-        put(&c, "preset", key, b"v").await;
+        put(&c, PRESET, key, b"v").await;
     }
     let out = c
         .list_objects()
-        .bucket("preset")
+        .bucket(PRESET)
         .marker("a")
         .delimiter("")
         .send()
@@ -112,7 +107,7 @@ async fn list_objects_v1_marker_delimiter_and_url_encoding() {
 
     let out = c
         .list_objects()
-        .bucket("preset")
+        .bucket(PRESET)
         .prefix("c d/")
         .delimiter("/")
         .marker("c d/a")
@@ -128,7 +123,7 @@ async fn list_objects_v1_marker_delimiter_and_url_encoding() {
 
     let out = c
         .list_objects()
-        .bucket("preset")
+        .bucket(PRESET)
         .delimiter(" ")
         .encoding_type(EncodingType::Url)
         .send()
@@ -142,11 +137,11 @@ async fn list_objects_v1_marker_delimiter_and_url_encoding() {
         .collect();
     assert_eq!(prefixes, ["c%20"]);
 
-    let v2 = c.list_objects_v2().bucket("preset").send().await.unwrap();
+    let v2 = c.list_objects_v2().bucket(PRESET).send().await.unwrap();
     assert!(v2.contents().iter().all(|o| o.owner().is_none()));
     let v2 = c
         .list_objects_v2()
-        .bucket("preset")
+        .bucket(PRESET)
         .fetch_owner(true)
         .send()
         .await
@@ -161,10 +156,10 @@ async fn list_objects_v1_marker_delimiter_and_url_encoding() {
 async fn presigned_urls_expire_and_bound_their_lifetime() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "shared.txt", b"presigned body").await;
+    put(&c, PRESET, "shared.txt", b"presigned body").await;
     let presign = |config: PresigningConfig| {
         c.get_object()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("shared.txt")
             .presigned(config)
     };
@@ -280,7 +275,7 @@ pub(crate) fn amz_date(time: time::OffsetDateTime) -> String {
 #[tokio::test]
 async fn a_request_signed_with_the_date_header_validates() {
     let s3 = Endpoint::start().await;
-    put(&s3.client(), "preset", "dated", b"signed with Date").await;
+    put(&s3.client(), PRESET, "dated", b"signed with Date").await;
     let now = time::OffsetDateTime::now_utc();
     let http_date = now
         .format(time::macros::format_description!(
@@ -317,10 +312,10 @@ async fn a_request_signed_with_the_date_header_validates() {
 async fn bad_content_md5_is_invalid_digest_and_errors_carry_the_request_id() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "md5", b"original").await;
+    put(&c, PRESET, "md5", b"original").await;
     let url = c
         .put_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("md5")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(600)).unwrap())
         .await
@@ -353,7 +348,7 @@ async fn bad_content_md5_is_invalid_digest_and_errors_carry_the_request_id() {
             );
         }
     }
-    assert_eq!(get(&c, "preset", "md5").await, b"original");
+    assert_eq!(get(&c, PRESET, "md5").await, b"original");
     if stock() {
         return;
     }
@@ -375,7 +370,7 @@ async fn bad_content_md5_is_invalid_digest_and_errors_carry_the_request_id() {
     );
     let error = c
         .get_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("missing")
         .send()
         .await
@@ -401,11 +396,11 @@ async fn acl_stubs_answer_like_minio() {
         return;
     }
     let c = s3.client();
-    put(&c, "preset", "acl", b"v").await;
-    let bucket_acl = c.get_bucket_acl().bucket("preset").send().await.unwrap();
+    put(&c, PRESET, "acl", b"v").await;
+    let bucket_acl = c.get_bucket_acl().bucket(PRESET).send().await.unwrap();
     let object_acl = c
         .get_object_acl()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("acl")
         .send()
         .await
@@ -424,20 +419,20 @@ async fn acl_stubs_answer_like_minio() {
         assert_eq!(grants[0].grantee().and_then(|g| g.id()), Some(owner_id));
     }
     c.put_bucket_acl()
-        .bucket("preset")
+        .bucket(PRESET)
         .acl(BucketCannedAcl::Private)
         .send()
         .await
         .unwrap();
     c.put_object_acl()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("acl")
         .acl(ObjectCannedAcl::Private)
         .send()
         .await
         .unwrap();
     c.put_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("acl-put")
         .acl(ObjectCannedAcl::Private)
         .body(ByteStream::from_static(b"x"))
@@ -447,7 +442,7 @@ async fn acl_stubs_answer_like_minio() {
     assert_eq!(
         code(
             c.put_bucket_acl()
-                .bucket("preset")
+                .bucket(PRESET)
                 .acl(BucketCannedAcl::PublicRead)
                 .send()
                 .await
@@ -457,7 +452,7 @@ async fn acl_stubs_answer_like_minio() {
     assert_eq!(
         code(
             c.put_object_acl()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("acl")
                 .grant_read("id=another-account")
                 .send()
@@ -468,7 +463,7 @@ async fn acl_stubs_answer_like_minio() {
     assert_eq!(
         code(
             c.get_object_acl()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("missing")
                 .send()
                 .await

@@ -1,19 +1,17 @@
 //! `opsbox env` in every format, checked by the programs that read them (bash, dash, serde).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{Project, free_port, repo, temp_dir};
+use crate::support::project_copy;
+use crate::support::stack::Opsbox;
 
 /// A password with everything a shell or an env file could trip over.
 const TRICKY_PASSWORD: &str = r#"it's "q" & ; | * ~ \ x"#;
 
 /// A copy of the repository's ops/ whose PostgreSQL password is `TRICKY_PASSWORD`.
-fn project_with_tricky_password(temp: &Path) -> PathBuf {
-    let project = temp.join("project");
-    let ops = project.join("ops");
-    copy_dir(&repo().join("ops"), &ops);
-    let compose_path = ops.join("docker-compose.yml");
+fn project_with_tricky_password() -> tempfile::TempDir {
+    let project = project_copy();
+    let compose_path = project.path().join("ops/docker-compose.yml");
     let compose = std::fs::read_to_string(&compose_path).expect("read the compose file");
     // YAML single quotes: a quote is written twice, nothing else is special.
     let yaml = format!("'{}'", TRICKY_PASSWORD.replace('\'', "''"));
@@ -27,18 +25,6 @@ fn project_with_tricky_password(temp: &Path) -> PathBuf {
     );
     std::fs::write(&compose_path, changed).expect("write the compose file");
     project
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create a dir");
-    for entry in std::fs::read_dir(from).expect("read a dir").flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy a file");
-        }
-    }
 }
 
 struct Ports {
@@ -61,11 +47,11 @@ fn env_args<'a>(ports: &'a Ports, format: &'a str) -> Vec<&'a str> {
     ]
 }
 
-fn ports() -> Ports {
+fn ports(opsbox: &Opsbox) -> Ports {
     Ports {
-        nats: free_port().to_string(),
-        postgres: free_port().to_string(),
-        s3: free_port().to_string(),
+        nats: opsbox.nats_port.to_string(),
+        postgres: opsbox.postgres_port.to_string(),
+        s3: opsbox.s3_port.to_string(),
     }
 }
 
@@ -90,9 +76,9 @@ fn shell_values(shell: &str, prelude: &str, names: &[&str]) -> Vec<String> {
 
 #[test]
 fn sh_format_survives_eval_in_bash_and_dash_with_a_hostile_password() {
-    let temp = temp_dir();
-    let project = Project::with_project_dir(project_with_tricky_password(temp.path()));
-    let ports = ports();
+    let temp = project_with_tricky_password();
+    let project = Opsbox::with_project(temp.path().to_path_buf());
+    let ports = ports(&project);
     let outcome = project.run(&env_args(&ports, "sh"));
     outcome.expect_code(0, "opsbox env --format sh");
     assert!(
@@ -149,9 +135,9 @@ fn sh_format_survives_eval_in_bash_and_dash_with_a_hostile_password() {
 
 #[test]
 fn dotenv_format_is_read_back_by_bash() {
-    let temp = temp_dir();
-    let project = Project::with_project_dir(project_with_tricky_password(temp.path()));
-    let ports = ports();
+    let temp = project_with_tricky_password();
+    let project = Opsbox::with_project(temp.path().to_path_buf());
+    let ports = ports(&project);
     let outcome = project.run(&env_args(&ports, "dotenv"));
     outcome.expect_code(0, "opsbox env --format dotenv");
     assert!(
@@ -174,8 +160,8 @@ fn dotenv_format_is_read_back_by_bash() {
 
 #[test]
 fn json_format_is_one_object_with_every_variable() {
-    let project = Project::new();
-    let ports = ports();
+    let project = Opsbox::with_own_cache();
+    let ports = ports(&project);
     let outcome = project.run(&env_args(&ports, "json"));
     outcome.expect_code(0, "opsbox env --format json");
     let value: serde_json::Value =
@@ -215,9 +201,9 @@ fn json_format_is_one_object_with_every_variable() {
 
 #[test]
 fn github_format_appends_to_the_github_env_file() {
-    let project = Project::new();
-    let ports = ports();
-    let github_env = project.temp.path().join("github_env");
+    let project = Opsbox::with_own_cache();
+    let ports = ports(&project);
+    let github_env = project.home.path().join("github_env");
     std::fs::write(&github_env, "EARLIER=1\n").expect("write GITHUB_ENV");
     let outcome = project.run_with_env(&env_args(&ports, "github"), &[("GITHUB_ENV", &github_env)]);
     outcome.expect_code(0, "opsbox env --format github");

@@ -9,11 +9,11 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::Project;
+use crate::support::stack::Opsbox;
 
 #[test]
 fn unknown_service_is_a_usage_error_listing_the_valid_names() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let outcome = project.run(&["logs", "redis"]);
     outcome.expect_code(2, "opsbox logs redis");
     assert!(
@@ -25,7 +25,7 @@ fn unknown_service_is_a_usage_error_listing_the_valid_names() {
 
 #[test]
 fn tail_of_one_log_is_unprefixed_and_several_are_prefixed_like_compose() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     project.write_log("nats", "one\ntwo\nthree\n");
     project.write_log("opsbox", "started\nready\n");
 
@@ -52,10 +52,11 @@ fn tail_of_one_log_is_unprefixed_and_several_are_prefixed_like_compose() {
 
 #[test]
 fn follow_prints_new_lines_across_truncation_and_rotation_until_sigterm() {
-    let project = Project::new();
+    let project = Opsbox::with_own_cache();
     let path = project.write_log("nats", "old\n");
     let mut child = project
-        .command(&["logs", "-f", "nats"])
+        .command()
+        .args(["logs", "-f", "nats"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,224 +1,30 @@
-//! Integration tests of the S3 endpoint: real aws-sdk-s3, AWS CLI and boto3 clients against
-//! `S3Server` on 127.0.0.1 with a temp root per test.
+//! The S3 endpoint in process: real aws-sdk-s3, AWS CLI and boto3 clients against `S3Server`
+//! on 127.0.0.1 with a temp root per test (`support::endpoint`).
 //!
 //! `IT_S3_BACKEND=stock` runs the same tests against upstream s3s-fs 0.14.1 (same auth and
-//! accept loop), to see which S3 behaviours stock s3s-fs already gets right.
-// Tests and tools print their own progress; the print bans are for the opsbox library.
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
+//! accept loop), to see which S3 behaviours stock s3s-fs already gets right:
+//! `IT_S3_BACKEND=stock cargo test --test it s3_endpoint::`.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use base64::Engine as _;
 use md5::Digest as _;
-use opsbox::services::s3::{S3Config, S3Server};
+
+use crate::support::endpoint::{Endpoint, PRESET, Running, stock};
+use crate::support::s3::{
+    ACCESS_KEY, SECRET_KEY, Upload, client_for, code, completed, get, head_object, list_keys,
+    md5_hex, multipart_e_tag, outcome, put, quoted, tool,
+};
+use crate::support::{files_under, run_tool};
 
 mod conditional;
 mod multipart_copy;
 mod semantics;
 mod streaming;
-
-const ACCESS_KEY: &str = "opsbox-test";
-const SECRET_KEY: &str = "opsbox-test-secret";
-
-fn stock() -> bool {
-    std::env::var("IT_S3_BACKEND").is_ok_and(|v| v == "stock")
-}
-
-/// A running endpoint (ours or stock s3s-fs) on a temp root.
-struct Endpoint {
-    dir: tempfile::TempDir,
-    addr: std::net::SocketAddr,
-    server: Option<Running>,
-}
-
-enum Running {
-    Ours(S3Server),
-    Stock(tokio::task::JoinHandle<()>),
-}
-
-impl Endpoint {
-    async fn start() -> Endpoint {
-        // reqwest needs a process-wide rustls provider even for plain HTTP.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().expect("create a temp dir");
-        let mut endpoint = Endpoint {
-            dir,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            server: None,
-        };
-        endpoint.restart().await;
-        endpoint
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("s3.log")
-    }
-
-    async fn restart(&mut self) {
-        self.stop().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        self.addr = listener.local_addr().unwrap();
-        let config = S3Config {
-            root: self.root(),
-            access_key: ACCESS_KEY.into(),
-            secret_key: SECRET_KEY.into(),
-            buckets: vec!["preset".into()],
-            log: self.log(),
-        };
-        self.server = Some(if stock() {
-            Running::Stock(start_stock(&config, listener))
-        } else {
-            Running::Ours(
-                S3Server::start(config, listener)
-                    .await
-                    .expect("start the S3 server"),
-            )
-        });
-    }
-
-    async fn stop(&mut self) {
-        match self.server.take() {
-            Some(Running::Ours(server)) => server.shutdown(Duration::from_secs(5)).await,
-            Some(Running::Stock(task)) => {
-                task.abort();
-                let _ = task.await;
-            }
-            None => {}
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn client(&self) -> Client {
-        self.client_with(SECRET_KEY, true, &self.url())
-    }
-
-    fn client_with(&self, secret: &str, path_style: bool, endpoint: &str) -> Client {
-        let credentials =
-            aws_credential_types::Credentials::new(ACCESS_KEY, secret, None, None, "test");
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version_latest()
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(credentials)
-            .force_path_style(path_style)
-            .build();
-        Client::from_conf(config)
-    }
-}
-
-/// Upstream s3s-fs behind the same auth, host and accept loop shape as ours.
-fn start_stock(
-    config: &S3Config,
-    listener: tokio::net::TcpListener,
-) -> tokio::task::JoinHandle<()> {
-    std::fs::create_dir_all(&config.root).unwrap();
-    for bucket in &config.buckets {
-        std::fs::create_dir_all(config.root.join(bucket)).unwrap();
-    }
-    let fs = s3s_fs::FileSystem::new(&config.root).expect("open s3s-fs root");
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(
-        config.access_key.clone(),
-        config.secret_key.clone(),
-    ));
-    let service = builder.build();
-    tokio::spawn(async move {
-        let http =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = socket.set_nodelay(true);
-            let connection = http
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(connection);
-        }
-    })
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    hex::encode(md5::Md5::digest(data))
-}
-
-fn quoted(s: &str) -> String {
-    format!("\"{s}\"")
-}
-
-async fn put(client: &Client, bucket: &str, key: &str, body: &[u8]) {
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(body.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("PUT {bucket}/{key} failed: {:?}", e.into_service_error()));
-}
-
-async fn get(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {bucket}/{key} failed: {:?}", e.into_service_error()));
-    out.body.collect().await.unwrap().into_bytes().to_vec()
-}
-
-/// The S3 error code and HTTP status of a failed SDK call.
-fn code<T, E>(
-    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
-) -> (String, u16)
-where
-    E: ProvideErrorMetadata + std::fmt::Debug,
-{
-    match result {
-        Ok(_) => panic!("expected the call to fail, it succeeded"),
-        Err(e) => {
-            let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-            let code = e
-                .as_service_error()
-                .and_then(|s| s.code())
-                .unwrap_or("")
-                .to_owned();
-            (code, status)
-        }
-    }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(entry.path());
-            }
-        }
-    }
-    out
-}
 
 #[tokio::test]
 async fn bucket_crud() {
@@ -234,7 +40,7 @@ async fn bucket_crud() {
         .iter()
         .filter_map(|b| b.name().map(str::to_owned))
         .collect();
-    assert_eq!(names, vec!["alpha".to_owned(), "preset".to_owned()]);
+    assert_eq!(names, vec!["alpha".to_owned(), PRESET.to_owned()]);
     c.head_bucket().bucket("alpha").send().await.unwrap();
     c.delete_bucket().bucket("alpha").send().await.unwrap();
     assert_eq!(
@@ -250,9 +56,9 @@ async fn bucket_crud() {
 #[tokio::test]
 async fn preset_buckets_are_created_idempotently() {
     let mut s3 = Endpoint::start().await;
-    put(&s3.client(), "preset", "k", b"v").await;
+    put(&s3.client(), PRESET, "k", b"v").await;
     s3.restart().await;
-    assert_eq!(get(&s3.client(), "preset", "k").await, b"v");
+    assert_eq!(get(&s3.client(), PRESET, "k").await, b"v");
 }
 
 #[tokio::test]
@@ -262,7 +68,7 @@ async fn put_get_head_keep_etag_content_type_and_stored_headers() {
     let body = b"{\"hello\":1}";
     let out = c
         .put_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("doc.json")
         .body(ByteStream::from_static(body))
         .content_type("application/json")
@@ -274,16 +80,10 @@ async fn put_get_head_keep_etag_content_type_and_stored_headers() {
         .await
         .unwrap();
     assert_eq!(out.e_tag(), Some(quoted(&md5_hex(body)).as_str()));
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("doc.json")
-        .send()
-        .await
-        .unwrap();
+    let head = head_object(&c, PRESET, "doc.json").await;
     let got = c
         .get_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("doc.json")
         .send()
         .await
@@ -329,7 +129,7 @@ async fn put_get_head_keep_etag_content_type_and_stored_headers() {
 async fn etag_is_stored_at_write_time_not_recomputed() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "stable", b"original bytes").await;
+    put(&c, PRESET, "stable", b"original bytes").await;
     // Change the data file behind the server's back (same length): a server that re-reads
     // the object to compute the ETag would now report a different one.
     let data = files_under(&s3.root())
@@ -337,13 +137,7 @@ async fn etag_is_stored_at_write_time_not_recomputed() {
         .find(|p| std::fs::read(p).is_ok_and(|b| b == b"original bytes"))
         .unwrap();
     std::fs::write(&data, b"ORIGINAL BYTES").unwrap();
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("stable")
-        .send()
-        .await
-        .unwrap();
+    let head = head_object(&c, PRESET, "stable").await;
     assert_eq!(
         head.e_tag(),
         Some(quoted(&md5_hex(b"original bytes")).as_str())
@@ -357,7 +151,7 @@ async fn data_renamed_without_its_metadata_is_served_consistently() {
     }
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "torn", b"version one").await;
+    put(&c, PRESET, "torn", b"version one").await;
     // The state a crash between the data rename and the metadata rename leaves: a new data
     // file (new inode) next to the old version's metadata (old ETag, old checksums).
     let data = files_under(&s3.root())
@@ -368,21 +162,15 @@ async fn data_renamed_without_its_metadata_is_served_consistently() {
     std::fs::write(&replacement, b"version two, longer").unwrap();
     std::fs::rename(&replacement, &data).unwrap();
 
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("torn")
-        .send()
-        .await
-        .unwrap();
+    let head = head_object(&c, PRESET, "torn").await;
     assert_eq!(
         head.e_tag(),
         Some(quoted(&md5_hex(b"version two, longer")).as_str()),
         "the ETag belongs to the bytes on disk"
     );
     // A checksum-validating GET must not see the old version's checksum.
-    assert_eq!(get(&c, "preset", "torn").await, b"version two, longer");
-    let listed = c.list_objects_v2().bucket("preset").send().await.unwrap();
+    assert_eq!(get(&c, PRESET, "torn").await, b"version two, longer");
+    let listed = c.list_objects_v2().bucket(PRESET).send().await.unwrap();
     let object = listed
         .contents()
         .iter()
@@ -398,10 +186,10 @@ async fn data_renamed_without_its_metadata_is_served_consistently() {
 async fn range_get() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "r", b"0123456789").await;
+    put(&c, PRESET, "r", b"0123456789").await;
     let out = c
         .get_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("r")
         .range("bytes=2-5")
         .send()
@@ -414,7 +202,7 @@ async fn range_get() {
     );
     let out = c
         .get_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("r")
         .range("bytes=-3")
         .send()
@@ -427,7 +215,7 @@ async fn range_get() {
     assert_eq!(
         code(
             c.get_object()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("r")
                 .range("bytes=20-")
                 .send()
@@ -443,7 +231,7 @@ async fn copy_object_keeps_or_replaces_metadata() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     c.put_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("src")
         .body(ByteStream::from_static(b"copy me"))
         .content_type("text/plain")
@@ -453,7 +241,7 @@ async fn copy_object_keeps_or_replaces_metadata() {
         .unwrap();
     let out = c
         .copy_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("dst")
         .copy_source("preset/src")
         .send()
@@ -463,20 +251,14 @@ async fn copy_object_keeps_or_replaces_metadata() {
         out.copy_object_result().and_then(|r| r.e_tag()),
         Some(quoted(&md5_hex(b"copy me")).as_str())
     );
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("dst")
-        .send()
-        .await
-        .unwrap();
+    let head = head_object(&c, PRESET, "dst").await;
     assert_eq!(head.content_type(), Some("text/plain"));
     assert_eq!(
         head.metadata().and_then(|m| m.get("a")).map(String::as_str),
         Some("1")
     );
     c.copy_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("dst2")
         .copy_source("preset/src")
         .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
@@ -484,25 +266,19 @@ async fn copy_object_keeps_or_replaces_metadata() {
         .send()
         .await
         .unwrap();
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("dst2")
-        .send()
-        .await
-        .unwrap();
+    let head = head_object(&c, PRESET, "dst2").await;
     assert_eq!(head.content_type(), Some("text/csv"));
-    assert_eq!(get(&c, "preset", "dst2").await, b"copy me");
+    assert_eq!(get(&c, PRESET, "dst2").await, b"copy me");
     // Copy onto itself keeps the bytes.
     c.copy_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("src")
         .copy_source("preset/src")
         .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
         .send()
         .await
         .unwrap();
-    assert_eq!(get(&c, "preset", "src").await, b"copy me");
+    assert_eq!(get(&c, PRESET, "src").await, b"copy me");
 }
 
 #[tokio::test]
@@ -521,78 +297,51 @@ async fn multipart_upload_has_s3_style_etag() {
             ]
         })
         .collect();
-    let upload = c
+    let id = c
         .create_multipart_upload()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("big/file.bin")
         .content_type("application/x-test")
         .send()
         .await
-        .unwrap();
-    let id = upload.upload_id().unwrap();
-    let mut done = Vec::new();
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let upload = Upload {
+        client: &c,
+        bucket: PRESET,
+        key: "big/file.bin",
+        id,
+    };
+    let mut tags = Vec::new();
     for (i, part) in parts.iter().enumerate() {
-        let n = i as i32 + 1;
-        let out = c
-            .upload_part()
-            .bucket("preset")
-            .key("big/file.bin")
-            .upload_id(id)
-            .part_number(n)
-            .body(ByteStream::from(part.clone()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.e_tag(), Some(quoted(&md5_hex(part)).as_str()));
-        done.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().unwrap())
-                .build(),
-        );
+        let tag = upload.part(i as i32 + 1, part.clone()).await;
+        assert_eq!(tag, quoted(&md5_hex(part)));
+        tags.push((i as i32 + 1, tag));
     }
     let listed = c
         .list_parts()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("big/file.bin")
-        .upload_id(id)
+        .upload_id(&upload.id)
         .send()
         .await
         .unwrap();
     assert_eq!(listed.parts().len(), 3);
-    let out = c
-        .complete_multipart_upload()
-        .bucket("preset")
-        .key("big/file.bin")
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let mut concatenated = Vec::new();
-    for part in &parts {
-        concatenated.extend_from_slice(&md5::Md5::digest(part));
-    }
-    let expected = quoted(&format!("{}-3", md5_hex(&concatenated)));
+    let done: Vec<(i32, &str)> = tags.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let out = upload.complete(&done).await;
+    let parts_as_slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let expected = multipart_e_tag(&parts_as_slices);
     assert_eq!(out.e_tag(), Some(expected.as_str()));
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("big/file.bin")
-        .send()
-        .await
-        .unwrap();
+    let head = head_object(&c, PRESET, "big/file.bin").await;
     assert_eq!(head.e_tag(), Some(expected.as_str()));
     assert_eq!(head.content_type(), Some("application/x-test"));
     assert_eq!(
         head.content_length(),
         Some(parts.iter().map(Vec::len).sum::<usize>() as i64)
     );
-    let body = get(&c, "preset", "big/file.bin").await;
+    let body = get(&c, PRESET, "big/file.bin").await;
     assert_eq!(body, parts.concat());
 }
 
@@ -600,48 +349,23 @@ async fn multipart_upload_has_s3_style_etag() {
 async fn multipart_rejects_small_parts_and_unknown_uploads() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    let upload = c
-        .create_multipart_upload()
-        .bucket("preset")
-        .key("m")
-        .send()
-        .await
-        .unwrap();
-    let id = upload.upload_id().unwrap();
-    let mut done = Vec::new();
-    for n in 1..=2 {
-        let out = c
-            .upload_part()
-            .bucket("preset")
-            .key("m")
-            .upload_id(id)
-            .part_number(n)
-            .body(ByteStream::from_static(b"tiny"))
-            .send()
-            .await
-            .unwrap();
-        done.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().unwrap())
-                .build(),
-        );
-    }
+    let upload = Upload::start(&c, PRESET, "m").await;
+    let id = upload.id.as_str();
+    let tags = [
+        upload.part(1, b"tiny".to_vec()).await,
+        upload.part(2, b"tiny".to_vec()).await,
+    ];
     let result = c
         .complete_multipart_upload()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("m")
         .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
+        .multipart_upload(completed(&[(1, &tags[0]), (2, &tags[1])]))
         .send()
         .await;
     assert_eq!(code(result), ("EntityTooSmall".into(), 400));
     c.abort_multipart_upload()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("m")
         .upload_id(id)
         .send()
@@ -649,7 +373,7 @@ async fn multipart_rejects_small_parts_and_unknown_uploads() {
         .unwrap();
     let result = c
         .upload_part()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("m")
         .upload_id(id)
         .part_number(1)
@@ -664,7 +388,7 @@ async fn put_many(c: &Client, keys: &[String]) {
     futures::stream::iter(keys.iter().cloned())
         .map(|k| {
             let c = c.clone();
-            async move { put(&c, "preset", &k, k.as_bytes()).await }
+            async move { put(&c, PRESET, &k, k.as_bytes()).await }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -681,6 +405,87 @@ fn many_keys() -> Vec<String> {
     keys
 }
 
+/// A ListObjectsV2 followed page by page to its end: every common prefix and key in order (a
+/// page's prefixes first), and how many pages it took.
+async fn list_v2_to_the_end(
+    c: &Client,
+    delimiter: Option<&str>,
+    max_keys: Option<i32>,
+) -> (Vec<String>, usize) {
+    let (mut entries, mut pages, mut token) = (Vec::new(), 0, None);
+    loop {
+        let out = c
+            .list_objects_v2()
+            .bucket(PRESET)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .set_max_keys(max_keys)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap();
+        pages += 1;
+        entries.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        if delimiter.is_none() {
+            assert_eq!(out.key_count(), Some(out.contents().len() as i32));
+        }
+        if out.is_truncated() != Some(true) {
+            assert!(out.next_continuation_token().is_none());
+            return (entries, pages);
+        }
+        token = Some(
+            out.next_continuation_token()
+                .expect("NextContinuationToken when truncated")
+                .to_owned(),
+        );
+    }
+}
+
+/// A ListObjects (v1) followed page by page to its end: every common prefix and key in order.
+/// Without a delimiter a client may resume after the last key; with one, NextMarker is
+/// required.
+async fn list_v1_to_the_end(
+    c: &Client,
+    delimiter: Option<&str>,
+    max_keys: Option<i32>,
+) -> Vec<String> {
+    let (mut entries, mut marker) = (Vec::new(), None);
+    loop {
+        let out = c
+            .list_objects()
+            .bucket(PRESET)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .set_max_keys(max_keys)
+            .set_marker(marker.take())
+            .send()
+            .await
+            .unwrap();
+        entries.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        if out.is_truncated() != Some(true) {
+            return entries;
+        }
+        marker = Some(match out.next_marker() {
+            Some(next) => next.to_owned(),
+            None => {
+                assert!(
+                    delimiter.is_none(),
+                    "NextMarker with a delimiter when truncated"
+                );
+                entries.last().unwrap().clone()
+            }
+        });
+    }
+}
+
 #[tokio::test]
 async fn list_pagination_over_2500_keys() {
     let s3 = Endpoint::start().await;
@@ -690,32 +495,7 @@ async fn list_pagination_over_2500_keys() {
 
     // v2 without delimiter, default max-keys (1000) then 333.
     for max in [None, Some(333)] {
-        let mut seen = Vec::new();
-        let mut token: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            let out = c
-                .list_objects_v2()
-                .bucket("preset")
-                .set_max_keys(max)
-                .set_continuation_token(token.clone())
-                .send()
-                .await
-                .unwrap();
-            pages += 1;
-            seen.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
-            assert_eq!(out.key_count(), Some(out.contents().len() as i32));
-            if out.is_truncated() == Some(true) {
-                token = Some(
-                    out.next_continuation_token()
-                        .expect("NextContinuationToken when truncated")
-                        .to_owned(),
-                );
-            } else {
-                assert!(out.next_continuation_token().is_none());
-                break;
-            }
-        }
+        let (seen, pages) = list_v2_to_the_end(&c, None, max).await;
         assert_eq!(seen, keys, "v2 max-keys {max:?}");
         assert_eq!(pages, 2500usize.div_ceil(max.unwrap_or(1000) as usize));
     }
@@ -723,7 +503,7 @@ async fn list_pagination_over_2500_keys() {
     // v2 start-after.
     let out = c
         .list_objects_v2()
-        .bucket("preset")
+        .bucket(PRESET)
         .start_after("dir9/file02489")
         .max_keys(3)
         .send()
@@ -733,29 +513,7 @@ async fn list_pagination_over_2500_keys() {
     assert_eq!(got, vec!["top00", "top01", "top02"]);
 
     // v2 with delimiter, 4 entries per page: 10 common prefixes then 10 keys.
-    let mut entries = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = c
-            .list_objects_v2()
-            .bucket("preset")
-            .delimiter("/")
-            .max_keys(4)
-            .set_continuation_token(token.clone())
-            .send()
-            .await
-            .unwrap();
-        entries.extend(
-            out.common_prefixes()
-                .iter()
-                .map(|p| p.prefix().unwrap().to_owned()),
-        );
-        entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
-        match out.next_continuation_token() {
-            Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
-            _ => break,
-        }
-    }
+    let (entries, _) = list_v2_to_the_end(&c, Some("/"), Some(4)).await;
     let mut expected: Vec<String> = (0..10).map(|i| format!("dir{i}/")).collect();
     expected.extend((0..10).map(|i| format!("top{i:02}")));
     assert_eq!(entries, expected);
@@ -763,7 +521,7 @@ async fn list_pagination_over_2500_keys() {
     // v2 with prefix and delimiter.
     let out = c
         .list_objects_v2()
-        .bucket("preset")
+        .bucket(PRESET)
         .prefix("dir3/")
         .delimiter("/")
         .send()
@@ -773,59 +531,10 @@ async fn list_pagination_over_2500_keys() {
     assert!(out.common_prefixes().is_empty());
 
     // v1 without delimiter: IsTruncated, resume with the last key as marker.
-    let mut seen = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = c
-            .list_objects()
-            .bucket("preset")
-            .set_marker(marker.clone())
-            .send()
-            .await
-            .unwrap();
-        seen.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
-        if out.is_truncated() == Some(true) {
-            marker = Some(
-                out.next_marker()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| seen.last().unwrap().clone()),
-            );
-        } else {
-            break;
-        }
-    }
-    assert_eq!(seen, keys);
+    assert_eq!(list_v1_to_the_end(&c, None, None).await, keys);
 
     // v1 with delimiter: NextMarker is required to resume.
-    let mut entries = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = c
-            .list_objects()
-            .bucket("preset")
-            .delimiter("/")
-            .max_keys(3)
-            .set_marker(marker.clone())
-            .send()
-            .await
-            .unwrap();
-        entries.extend(
-            out.common_prefixes()
-                .iter()
-                .map(|p| p.prefix().unwrap().to_owned()),
-        );
-        entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
-        if out.is_truncated() == Some(true) {
-            marker = Some(
-                out.next_marker()
-                    .expect("NextMarker with a delimiter when truncated")
-                    .to_owned(),
-            );
-        } else {
-            break;
-        }
-    }
-    assert_eq!(entries, expected);
+    assert_eq!(list_v1_to_the_end(&c, Some("/"), Some(3)).await, expected);
 }
 
 #[tokio::test]
@@ -833,7 +542,7 @@ async fn delete_multiple_objects() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     for k in ["a", "b/c", "d"] {
-        put(&c, "preset", k, b"x").await;
+        put(&c, PRESET, k, b"x").await;
     }
     let ids: Vec<ObjectIdentifier> = ["a", "b/c", "missing"]
         .iter()
@@ -841,56 +550,34 @@ async fn delete_multiple_objects() {
         .collect();
     let out = c
         .delete_objects()
-        .bucket("preset")
+        .bucket(PRESET)
         .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
         .send()
         .await
         .unwrap();
     assert_eq!(out.deleted().len(), 3);
     assert!(out.errors().is_empty());
-    let left: Vec<String> = c
-        .list_objects_v2()
-        .bucket("preset")
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .map(|o| o.key().unwrap().to_owned())
-        .collect();
+    let left: Vec<String> = list_keys(&c, PRESET, "").await;
     assert_eq!(left, vec!["d".to_owned()]);
-}
-
-/// The S3 error code and status of a call, or `("ok", 200)`.
-fn outcome<T, E>(
-    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
-) -> (String, u16)
-where
-    E: ProvideErrorMetadata + std::fmt::Debug,
-{
-    match result {
-        Ok(_) => ("ok".into(), 200),
-        Err(_) => code(result),
-    }
 }
 
 #[tokio::test]
 async fn error_codes() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "k", b"x").await;
+    put(&c, PRESET, "k", b"x").await;
     let long = "k".repeat(1025);
     let checks = [
         (
             "GET missing key",
-            outcome(c.get_object().bucket("preset").key("nope").send().await),
+            outcome(c.get_object().bucket(PRESET).key("nope").send().await),
             ("NoSuchKey", 404),
         ),
         (
             "HEAD missing key",
             (
                 String::new(),
-                outcome(c.head_object().bucket("preset").key("nope").send().await).1,
+                outcome(c.head_object().bucket(PRESET).key("nope").send().await).1,
             ),
             ("", 404),
         ),
@@ -901,14 +588,14 @@ async fn error_codes() {
         ),
         (
             "DeleteBucket non-empty",
-            outcome(c.delete_bucket().bucket("preset").send().await),
+            outcome(c.delete_bucket().bucket(PRESET).send().await),
             ("BucketNotEmpty", 409),
         ),
         (
             "PUT key > 1024 bytes",
             outcome(
                 c.put_object()
-                    .bucket("preset")
+                    .bucket(PRESET)
                     .key(&long)
                     .body(ByteStream::from_static(b"x"))
                     .send()
@@ -918,7 +605,7 @@ async fn error_codes() {
         ),
         (
             "GET key > 1024 bytes",
-            outcome(c.get_object().bucket("preset").key(&long).send().await),
+            outcome(c.get_object().bucket(PRESET).key(&long).send().await),
             ("KeyTooLongError", 400),
         ),
     ];
@@ -927,13 +614,7 @@ async fn error_codes() {
         .filter(|(_, got, want)| (got.0.as_str(), got.1) != (want.0, want.1))
         .map(|(what, got, want)| format!("{what}: got {got:?}, want {want:?}"))
         .collect();
-    let survived = c
-        .get_object()
-        .bucket("preset")
-        .key("k")
-        .send()
-        .await
-        .is_ok();
+    let survived = c.get_object().bucket(PRESET).key("k").send().await.is_ok();
     assert!(
         failures.is_empty() && survived,
         "{failures:#?}; object survived DeleteBucket: {survived}"
@@ -946,7 +627,7 @@ async fn delete_missing_key_is_204() {
     let url = s3
         .client()
         .delete_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("missing")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
         .await
@@ -963,23 +644,23 @@ async fn delete_missing_key_is_204() {
 async fn bad_digest_leaves_previous_object_untouched() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    put(&c, "preset", "keep", b"version one").await;
+    put(&c, PRESET, "keep", b"version one").await;
     let wrong_md5 =
         base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"something else"));
     let result = c
         .put_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("keep")
         .content_md5(wrong_md5)
         .body(ByteStream::from_static(b"version two"))
         .send()
         .await;
     assert_eq!(code(result), ("BadDigest".into(), 400));
-    assert_eq!(get(&c, "preset", "keep").await, b"version one");
+    assert_eq!(get(&c, PRESET, "keep").await, b"version one");
     let wrong_sha = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
     let result = c
         .put_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("keep")
         .checksum_sha256(wrong_sha)
         .body(ByteStream::from_static(b"version three"))
@@ -987,14 +668,8 @@ async fn bad_digest_leaves_previous_object_untouched() {
         .await;
     let (code_text, status) = code(result);
     assert_eq!(status, 400, "{code_text}");
-    assert_eq!(get(&c, "preset", "keep").await, b"version one");
-    let head = c
-        .head_object()
-        .bucket("preset")
-        .key("keep")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(get(&c, PRESET, "keep").await, b"version one");
+    let head = head_object(&c, PRESET, "keep").await;
     assert_eq!(
         head.e_tag(),
         Some(quoted(&md5_hex(b"version one")).as_str())
@@ -1032,13 +707,13 @@ async fn hostile_keys_stay_inside_the_bucket() {
         let body = format!("body of {key}");
         let result = c
             .put_object()
-            .bucket("preset")
+            .bucket(PRESET)
             .key(key)
             .body(ByteStream::from(body.clone().into_bytes()))
             .send()
             .await;
         match result {
-            Ok(_) => match c.get_object().bucket("preset").key(key).send().await {
+            Ok(_) => match c.get_object().bucket(PRESET).key(key).send().await {
                 Ok(out) => {
                     let got = out.body.collect().await.unwrap().into_bytes();
                     if got.as_ref() != body.as_bytes() {
@@ -1079,27 +754,13 @@ async fn hostile_keys_stay_inside_the_bucket() {
         sorted.sort();
         assert_eq!(
             sorted,
-            vec![".opsbox-s3".to_owned(), "preset".to_owned()],
+            vec![".opsbox-s3".to_owned(), PRESET.to_owned()],
             "only the bucket and internal dir in root"
         );
     }
-    let listed: Vec<String> = c
-        .list_objects_v2()
-        .bucket("preset")
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .map(|o| o.key().unwrap().to_owned())
-        .collect();
+    let listed: Vec<String> = list_keys(&c, PRESET, "").await;
     for &key in &keys {
-        if c.head_object()
-            .bucket("preset")
-            .key(key)
-            .send()
-            .await
-            .is_ok()
+        if c.head_object().bucket(PRESET).key(key).send().await.is_ok()
             && !listed.iter().any(|k| k == key)
         {
             failures.push(format!(
@@ -1119,7 +780,7 @@ async fn key_and_directory_collisions() {
         for key in [first, second] {
             let result = c
                 .put_object()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key(key)
                 .body(ByteStream::from(key.as_bytes().to_vec()))
                 .send()
@@ -1130,7 +791,7 @@ async fn key_and_directory_collisions() {
             }
         }
         for key in [first, second] {
-            match c.get_object().bucket("preset").key(key).send().await {
+            match c.get_object().bucket(PRESET).key(key).send().await {
                 Ok(out) => {
                     let got = out.body.collect().await.unwrap().into_bytes();
                     if got.as_ref() != key.as_bytes() {
@@ -1147,7 +808,7 @@ async fn key_and_directory_collisions() {
 #[tokio::test]
 async fn data_survives_restart_and_temp_files_are_cleaned() {
     let mut s3 = Endpoint::start().await;
-    put(&s3.client(), "preset", "durable/key", b"still here").await;
+    put(&s3.client(), PRESET, "durable/key", b"still here").await;
     let temp_dir = s3.root().join(".opsbox-s3/tmp");
     s3.stop().await;
     if !stock() {
@@ -1157,7 +818,7 @@ async fn data_survives_restart_and_temp_files_are_cleaned() {
     }
     s3.restart().await;
     assert_eq!(
-        get(&s3.client(), "preset", "durable/key").await,
+        get(&s3.client(), PRESET, "durable/key").await,
         b"still here"
     );
     if !stock() {
@@ -1166,24 +827,16 @@ async fn data_survives_restart_and_temp_files_are_cleaned() {
             "temp files survived a restart"
         );
     }
-    let keys: Vec<String> = s3
-        .client()
-        .list_objects_v2()
-        .bucket("preset")
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .map(|o| o.key().unwrap().to_owned())
-        .collect();
-    assert_eq!(keys, vec!["durable/key".to_owned()]);
+    assert_eq!(
+        list_keys(&s3.client(), PRESET, "").await,
+        vec!["durable/key".to_owned()]
+    );
 }
 
 #[tokio::test]
 async fn unsigned_and_wrongly_signed_requests_are_refused() {
     let s3 = Endpoint::start().await;
-    put(&s3.client(), "preset", "secret", b"x").await;
+    put(&s3.client(), PRESET, "secret", b"x").await;
     let response = reqwest::get(format!("{}/preset/secret", s3.url()))
         .await
         .unwrap();
@@ -1195,16 +848,9 @@ async fn unsigned_and_wrongly_signed_requests_are_refused() {
             .unwrap()
             .contains("<Code>AccessDenied</Code>")
     );
-    let wrong = s3.client_with("not-the-secret", true, &s3.url());
+    let wrong = client_for(&s3.url(), "not-the-secret", true, true);
     assert_eq!(
-        code(
-            wrong
-                .get_object()
-                .bucket("preset")
-                .key("secret")
-                .send()
-                .await
-        ),
+        code(wrong.get_object().bucket(PRESET).key("secret").send().await),
         ("SignatureDoesNotMatch".into(), 403)
     );
 }
@@ -1215,15 +861,16 @@ async fn virtual_hosted_style_requests() {
     if stock() {
         return; // stock s3s-fs is run without a host configuration here
     }
-    put(&s3.client(), "preset", "vh/key.txt", b"virtual").await;
-    let vhost = s3.client_with(
+    put(&s3.client(), PRESET, "vh/key.txt", b"virtual").await;
+    let vhost = client_for(
+        &format!("http://localhost:{}", s3.addr.port()),
         SECRET_KEY,
         false,
-        &format!("http://localhost:{}", s3.addr.port()),
+        true,
     );
     let url = vhost
         .get_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("vh/key.txt")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
         .await
@@ -1279,7 +926,7 @@ async fn minio_health_routes_need_no_auth_and_requests_are_logged() {
         .unwrap()
         .bytes()
         .await;
-    put(&s3.client(), "preset", "logged", b"12345").await;
+    put(&s3.client(), PRESET, "logged", b"12345").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = std::fs::read_to_string(s3.log()).unwrap();
     assert!(log.contains("GET /minio/health/live 200 0 bytes"), "{log}");
@@ -1296,10 +943,10 @@ async fn shutdown_drains_in_flight_requests() {
     }
     let c = s3.client();
     let body = vec![7u8; 32 * 1024 * 1024];
-    put(&c, "preset", "large", &body).await;
+    put(&c, PRESET, "large", &body).await;
     let out = c
         .get_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("large")
         .send()
         .await
@@ -1325,22 +972,6 @@ async fn shutdown_drains_in_flight_requests() {
     );
 }
 
-fn run_tool(program: &str, args: &[&str], env: &[(&str, &str)], install_hint: &str) -> String {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}); {install_hint}"));
-    assert!(
-        output.status.success(),
-        "`{program} {}` failed: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_cli_smoke() {
     let s3 = Endpoint::start().await;
@@ -1348,20 +979,22 @@ async fn aws_cli_smoke() {
     let file = s3.dir.path().join("upload.txt");
     std::fs::write(&file, b"from the aws cli").unwrap();
     let file = file.to_str().unwrap().to_owned();
-    let home = s3.dir.path().to_str().unwrap().to_owned();
+    let home = s3.dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        let env = [
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_DEFAULT_REGION", "us-east-1"),
-            ("AWS_CONFIG_FILE", "/dev/null"),
-            ("HOME", home.as_str()),
-        ];
-        let hint = "install the AWS CLI with `pip install awscli`";
         let aws = |args: &[&str]| {
-            let mut all = vec!["--endpoint-url", endpoint.as_str()];
-            all.extend_from_slice(args);
-            run_tool("aws", &all, &env, hint)
+            let stdout = run_tool(
+                tool("aws", &home)
+                    .envs([
+                        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+                        ("AWS_DEFAULT_REGION", "us-east-1"),
+                        ("AWS_CONFIG_FILE", "/dev/null"),
+                    ])
+                    .args(["--endpoint-url", endpoint.as_str()])
+                    .args(args),
+                "install the AWS CLI with `pip install awscli`",
+            );
+            String::from_utf8_lossy(&stdout).into_owned()
         };
         aws(&["s3", "mb", "s3://cli-bucket"]);
         aws(&["s3", "cp", &file, "s3://cli-bucket/dir/upload.txt"]);
@@ -1394,17 +1027,16 @@ assert keys == ["py/obj"], keys
 s3.delete_object(Bucket="preset", Key="py/obj")
 print("ok")
 "#;
+    let home = s3.dir.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         run_tool(
-            "python3",
-            &["-c", script, &endpoint, ACCESS_KEY, SECRET_KEY],
-            &[],
+            tool("python3", &home).args(["-c", script, &endpoint, ACCESS_KEY, SECRET_KEY]),
             "install boto3 with `pip install boto3`",
         )
     })
     .await
     .unwrap();
-    assert_eq!(out.trim(), "ok");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
 }
 
 #[tokio::test]
@@ -1412,7 +1044,7 @@ async fn prefix_listing_of_nested_keys() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     for key in ["x/y/z", "x/y2", "x//q", "xa", "x/"] {
-        put(&c, "preset", key, b"v").await;
+        put(&c, PRESET, key, b"v").await;
     }
     for (prefix, expected) in [
         ("x/", vec!["x/", "x//q", "x/y/z", "x/y2"]),
@@ -1421,14 +1053,7 @@ async fn prefix_listing_of_nested_keys() {
         ("x", vec!["x/", "x//q", "x/y/z", "x/y2", "xa"]),
         ("nothere/", vec![]),
     ] {
-        let out = c
-            .list_objects_v2()
-            .bucket("preset")
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap();
-        let keys: Vec<&str> = out.contents().iter().map(|o| o.key().unwrap()).collect();
+        let keys = list_keys(&c, PRESET, prefix).await;
         assert_eq!(keys, expected, "prefix {prefix:?}");
     }
 }

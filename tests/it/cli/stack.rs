@@ -1,6 +1,6 @@
 //! The whole life of a real stack: `up -d`, `status`, `env`, `logs`, a second `up -d`, `down`,
-//! `down -v`. These need `opsbox up` and the binaries (set OPSBOX_IT_CACHE_DIR to reuse a
-//! cache between runs).
+//! `down -v`. These need `opsbox up` and the binaries (from the shared test cache, or the one
+//! OPSBOX_IT_CACHE_DIR names).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use opsbox::state::StateLock;
 use opsbox::supervisor::ProcessIdentity;
 
-use crate::support::Stack;
+use crate::support::stack::Opsbox;
 
 /// Every pid `status --json` reports, as identities (recorded now, while they are alive).
 fn live_processes(status: &serde_json::Value) -> Vec<ProcessIdentity> {
@@ -67,10 +67,20 @@ fn descendants(roots: &[i32]) -> Vec<ProcessIdentity> {
     found.into_iter().filter_map(ProcessIdentity::of).collect()
 }
 
+/// Every service started with `opsbox up -d` on free ports; stopped (with its data) when
+/// dropped.
+fn up_detached() -> Opsbox {
+    let stack = Opsbox::new();
+    stack
+        .up(&["-d"])
+        .expect_code(0, "opsbox up -d did not start the stack");
+    stack
+}
+
 #[test]
 fn up_status_env_logs_down_leave_nothing_behind() {
-    let stack = Stack::up();
-    let (code, status) = stack.status();
+    let stack = up_detached();
+    let (code, status) = stack.status_json();
     assert_eq!(
         code,
         Some(0),
@@ -90,7 +100,7 @@ fn up_status_env_logs_down_leave_nothing_behind() {
     );
 
     // env from the running stack, evaluated by bash.
-    let env = stack.project.run(&["env"]);
+    let env = stack.run(&["env"]);
     env.expect_code(0, "opsbox env");
     let script = "eval \"$1\"; printf '%s\\n' \"$NATS_URL\" \"$DATABASE_URL\" \"$AWS_ENDPOINT_URL\"; \
          exec 3<>/dev/tcp/127.0.0.1/\"$PGPORT\" && echo reachable";
@@ -115,15 +125,11 @@ fn up_status_env_logs_down_leave_nothing_behind() {
         "env did not describe the running stack"
     );
 
-    let logs = stack.project.run(&["logs", "-n", "5", "nats"]);
+    let logs = stack.run(&["logs", "-n", "5", "nats"]);
     logs.expect_code(0, "opsbox logs -n 5 nats");
-    let file = std::fs::read_to_string(
-        stack
-            .project
-            .state()
-            .log(Some(opsbox::services::ServiceName::Nats)),
-    )
-    .expect("the nats log");
+    let file =
+        std::fs::read_to_string(stack.state().log(Some(opsbox::services::ServiceName::Nats)))
+            .expect("the nats log");
     let lines: Vec<&str> = file.lines().collect();
     assert!(
         lines.len() > 5,
@@ -138,7 +144,7 @@ fn up_status_env_logs_down_leave_nothing_behind() {
         logs.stdout, last_five,
         "-n 5 is not the file's last 5 lines"
     );
-    let all = stack.project.run(&["logs", "nats"]);
+    let all = stack.run(&["logs", "nats"]);
     assert!(
         all.stdout.contains("Starting nats-server"),
         "the nats log has no nats-server banner:\n{}",
@@ -147,22 +153,22 @@ fn up_status_env_logs_down_leave_nothing_behind() {
 
     // A second up -d is a no-op.
     stack
-        .up_again()
+        .up(&["-d"])
         .expect_code(0, "a second up -d while running");
-    let (_, again) = stack.status();
+    let (_, again) = stack.status_json();
     assert_eq!(
         again["supervisor_pid"], status["supervisor_pid"],
         "up -d restarted the stack"
     );
 
     let started = Instant::now();
-    stack.project.run(&["down"]).expect_code(0, "opsbox down");
+    stack.run(&["down"]).expect_code(0, "opsbox down");
     let took = started.elapsed();
     for process in &processes {
         assert!(!process.is_alive(), "pid {} survived down", process.pid);
     }
     assert!(
-        !StateLock::is_held(&stack.project.state()),
+        !StateLock::is_held(&stack.state()),
         "the lock is still held after down"
     );
     for port in [
@@ -176,29 +182,23 @@ fn up_status_env_logs_down_leave_nothing_behind() {
         }
     }
     assert!(took < Duration::from_secs(5), "down took {took:?}");
-    let (code, after) = stack.status();
+    let (code, after) = stack.status_json();
     assert_eq!(code, Some(1));
     assert_eq!(after["running"], false);
 }
 
 #[test]
 fn down_v_leaves_no_data() {
-    let stack = Stack::up();
-    let processes = live_processes(&stack.status().1);
-    stack
-        .project
-        .run(&["down", "-v"])
-        .expect_code(0, "opsbox down -v");
+    let stack = up_detached();
+    let processes = live_processes(&stack.status_json().1);
+    stack.run(&["down", "-v"]).expect_code(0, "opsbox down -v");
     for process in &processes {
         assert!(!process.is_alive(), "pid {} survived down -v", process.pid);
     }
     assert!(
-        !stack.project.data_dir.exists(),
+        !stack.data_dir.exists(),
         "down -v left {} behind",
-        stack.project.data_dir.display()
+        stack.data_dir.display()
     );
-    assert!(
-        stack.project.cache_dir.exists(),
-        "down -v deleted the cache"
-    );
+    assert!(stack.cache_dir.exists(), "down -v deleted the cache");
 }

@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::Client;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use md5::Digest as _;
+use aws_sdk_s3::types::CompletedMultipartUpload;
 
-use crate::{Endpoint, code, get, md5_hex, outcome, put, stock};
+use crate::support::endpoint::{Endpoint, PRESET, stock};
+use crate::support::files_under;
+use crate::support::s3::{
+    Upload, code, completed, get, md5_hex, multipart_e_tag, outcome, put, quoted,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -20,51 +22,20 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn create(c: &Client, key: &str) -> String {
-    c.create_multipart_upload()
-        .bucket("preset")
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned()
-}
-
-fn completed(parts: &[(i32, &str)]) -> CompletedMultipartUpload {
-    CompletedMultipartUpload::builder()
-        .set_parts(Some(
-            parts
-                .iter()
-                .map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(*e).build())
-                .collect(),
-        ))
-        .build()
-}
-
-fn multipart_e_tag(parts: &[&[u8]]) -> String {
-    let mut all = md5::Md5::new();
-    for part in parts {
-        all.update(md5::Md5::digest(part));
-    }
-    format!("\"{}-{}\"", hex::encode(all.finalize()), parts.len())
-}
-
 #[tokio::test]
 async fn upload_part_copy_whole_object_and_ranges() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     let source = pattern(11 * MIB + 17, 3);
-    put(&c, "preset", "big-source", &source).await;
+    put(&c, PRESET, "big-source", &source).await;
     let small = b"a small object".to_vec();
-    put(&c, "preset", "small-source", &small).await;
-    let id = create(&c, "assembled").await;
+    put(&c, PRESET, "small-source", &small).await;
+    let upload = Upload::start(&c, PRESET, "assembled").await;
     let copy = |part: i32, source: &str, range: Option<String>| {
         c.upload_part_copy()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("assembled")
-            .upload_id(&id)
+            .upload_id(&upload.id)
             .part_number(part)
             .copy_source(source)
             .set_copy_source_range(range)
@@ -90,16 +61,10 @@ async fn upload_part_copy_whole_object_and_ranges() {
         .iter()
         .map(|o| o.copy_part_result().unwrap().e_tag().unwrap().to_owned())
         .collect();
-    assert_eq!(tags[0], format!("\"{}\"", md5_hex(&source[..split])));
-    let done = c
-        .complete_multipart_upload()
-        .bucket("preset")
-        .key("assembled")
-        .upload_id(&id)
-        .multipart_upload(completed(&[(1, &tags[0]), (2, &tags[1]), (3, &tags[2])]))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(tags[0], quoted(&md5_hex(&source[..split])));
+    let done = upload
+        .complete(&[(1, &tags[0]), (2, &tags[1]), (3, &tags[2])])
+        .await;
     let mut expected = source.clone();
     expected.extend_from_slice(&small);
     assert_eq!(
@@ -107,14 +72,14 @@ async fn upload_part_copy_whole_object_and_ranges() {
         multipart_e_tag(&[&source[..split], &source[split..], &small])
     );
     assert!(
-        get(&c, "preset", "assembled").await == expected,
+        get(&c, PRESET, "assembled").await == expected,
         "assembled bytes differ"
     );
 
-    let id = create(&c, "bad-ranges").await;
+    let Upload { id, .. } = Upload::start(&c, PRESET, "bad-ranges").await;
     let bad = |range: &str| {
         c.upload_part_copy()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("bad-ranges")
             .upload_id(&id)
             .part_number(1)
@@ -142,7 +107,7 @@ async fn upload_part_copy_whole_object_and_ranges() {
     assert_eq!(
         code(
             c.upload_part_copy()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("bad-ranges")
                 .upload_id(&id)
                 .part_number(1)
@@ -160,34 +125,18 @@ async fn list_multipart_uploads_pages_with_prefix_delimiter_and_markers() {
     let c = s3.client();
     let mut expected = Vec::new();
     for key in ["a/1", "a/1", "a/2", "b/1", "c", "c", "d"] {
-        let id = create(&c, key).await;
-        expected.push((key.to_owned(), id));
+        let upload = Upload::start(&c, PRESET, key).await;
+        expected.push((key.to_owned(), upload.id));
     }
     // Completed and aborted uploads are not in progress any more.
-    let done = create(&c, "a/done").await;
-    let part = c
-        .upload_part()
-        .bucket("preset")
-        .key("a/done")
-        .upload_id(&done)
-        .part_number(1)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap();
-    c.complete_multipart_upload()
-        .bucket("preset")
-        .key("a/done")
-        .upload_id(&done)
-        .multipart_upload(completed(&[(1, part.e_tag().unwrap())]))
-        .send()
-        .await
-        .unwrap();
-    let aborted = create(&c, "a/aborted").await;
+    let done = Upload::start(&c, PRESET, "a/done").await;
+    let part = done.part(1, b"x".to_vec()).await;
+    done.complete(&[(1, &part)]).await;
+    let aborted = Upload::start(&c, PRESET, "a/aborted").await;
     c.abort_multipart_upload()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("a/aborted")
-        .upload_id(&aborted)
+        .upload_id(&aborted.id)
         .send()
         .await
         .unwrap();
@@ -200,7 +149,7 @@ async fn list_multipart_uploads_pages_with_prefix_delimiter_and_markers() {
         assert!(page < 10, "pagination does not end");
         let out = c
             .list_multipart_uploads()
-            .bucket("preset")
+            .bucket(PRESET)
             .max_uploads(2)
             .set_key_marker(key_marker.clone())
             .set_upload_id_marker(id_marker.clone())
@@ -224,7 +173,7 @@ async fn list_multipart_uploads_pages_with_prefix_delimiter_and_markers() {
 
     let out = c
         .list_multipart_uploads()
-        .bucket("preset")
+        .bucket(PRESET)
         .prefix("a/")
         .send()
         .await
@@ -234,7 +183,7 @@ async fn list_multipart_uploads_pages_with_prefix_delimiter_and_markers() {
 
     let out = c
         .list_multipart_uploads()
-        .bucket("preset")
+        .bucket(PRESET)
         .delimiter("/")
         .send()
         .await
@@ -253,36 +202,18 @@ async fn get_and_head_with_part_number() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
     let parts = [pattern(5 * MIB, 1), pattern(MIB + 3, 2)];
-    let id = create(&c, "parted").await;
+    let upload = Upload::start(&c, PRESET, "parted").await;
     let mut tags = Vec::new();
     for (i, body) in parts.iter().enumerate() {
-        let out = c
-            .upload_part()
-            .bucket("preset")
-            .key("parted")
-            .upload_id(&id)
-            .part_number(i as i32 + 1)
-            .body(ByteStream::from(body.clone()))
-            .send()
-            .await
-            .unwrap();
-        tags.push(out.e_tag().unwrap().to_owned());
+        tags.push(upload.part(i as i32 + 1, body.clone()).await);
     }
-    let done = c
-        .complete_multipart_upload()
-        .bucket("preset")
-        .key("parted")
-        .upload_id(&id)
-        .multipart_upload(completed(&[(1, &tags[0]), (2, &tags[1])]))
-        .send()
-        .await
-        .unwrap();
+    let done = upload.complete(&[(1, &tags[0]), (2, &tags[1])]).await;
     let whole_tag = done.e_tag().unwrap().to_owned();
     let total = parts[0].len() + parts[1].len();
     for (number, body, start) in [(1, &parts[0], 0), (2, &parts[1], parts[0].len())] {
         let out = c
             .get_object()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("parted")
             .part_number(number)
             .send()
@@ -301,7 +232,7 @@ async fn get_and_head_with_part_number() {
         );
         let head = c
             .head_object()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("parted")
             .part_number(number)
             .send()
@@ -313,7 +244,7 @@ async fn get_and_head_with_part_number() {
     assert_eq!(
         code(
             c.get_object()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("parted")
                 .part_number(3)
                 .send()
@@ -321,10 +252,10 @@ async fn get_and_head_with_part_number() {
         ),
         ("InvalidPart".into(), 400)
     );
-    put(&c, "preset", "plain", b"not multipart").await;
+    put(&c, PRESET, "plain", b"not multipart").await;
     let out = c
         .get_object()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("plain")
         .part_number(1)
         .send()
@@ -337,7 +268,7 @@ async fn get_and_head_with_part_number() {
     assert_eq!(
         code(
             c.get_object()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("plain")
                 .part_number(2)
                 .send()
@@ -348,7 +279,7 @@ async fn get_and_head_with_part_number() {
     assert_eq!(
         outcome(
             c.head_object()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("plain")
                 .part_number(2)
                 .send()
@@ -363,23 +294,14 @@ async fn get_and_head_with_part_number() {
 async fn retried_complete_answers_the_same_etag() {
     let s3 = Endpoint::start().await;
     let c = s3.client();
-    let id = create(&c, "retried").await;
-    let part = c
-        .upload_part()
-        .bucket("preset")
-        .key("retried")
-        .upload_id(&id)
-        .part_number(1)
-        .body(ByteStream::from_static(b"only part"))
-        .send()
-        .await
-        .unwrap();
-    let tag = part.e_tag().unwrap().to_owned();
+    let upload = Upload::start(&c, PRESET, "retried").await;
+    let tag = upload.part(1, b"only part".to_vec()).await;
+    let id = &upload.id;
     let complete = |parts: CompletedMultipartUpload| {
         c.complete_multipart_upload()
-            .bucket("preset")
+            .bucket(PRESET)
             .key("retried")
-            .upload_id(&id)
+            .upload_id(id)
             .multipart_upload(parts)
             .send()
     };
@@ -387,7 +309,7 @@ async fn retried_complete_answers_the_same_etag() {
     // The client did not see the answer and sends the same request again.
     let again = complete(completed(&[(1, &tag)])).await.unwrap();
     assert_eq!(first.e_tag(), again.e_tag());
-    assert_eq!(get(&c, "preset", "retried").await, b"only part");
+    assert_eq!(get(&c, PRESET, "retried").await, b"only part");
     assert_eq!(
         code(complete(completed(&[(2, &tag)])).await),
         ("NoSuchUpload".into(), 404),
@@ -396,9 +318,9 @@ async fn retried_complete_answers_the_same_etag() {
     assert_eq!(
         code(
             c.upload_part()
-                .bucket("preset")
+                .bucket(PRESET)
                 .key("retried")
-                .upload_id(&id)
+                .upload_id(id)
                 .part_number(2)
                 .body(ByteStream::from_static(b"late"))
                 .send()
@@ -418,12 +340,12 @@ async fn a_part_sent_again_replaces_the_first_even_when_the_first_finishes_last(
         return;
     }
     let c = s3.client();
-    let id = create(&c, "resent").await;
+    let upload = Upload::start(&c, PRESET, "resent").await;
     let url = c
         .upload_part()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("resent")
-        .upload_id(&id)
+        .upload_id(&upload.id)
         .part_number(1)
         .presigned(PresigningConfig::expires_in(Duration::from_secs(600)).unwrap())
         .await
@@ -445,46 +367,30 @@ async fn a_part_sent_again_replaces_the_first_even_when_the_first_finishes_last(
     // Wait until the server holds the first request (its temp file exists), then send again.
     let temp_dir = s3.root().join(".opsbox-s3/tmp");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while crate::files_under(&temp_dir).is_empty() {
+    while files_under(&temp_dir).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the first upload of part 1 never reached the server"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let second = c
-        .upload_part()
-        .bucket("preset")
-        .key("resent")
-        .upload_id(&id)
-        .part_number(1)
-        .body(ByteStream::from_static(b"second upload of part one"))
-        .send()
-        .await
-        .unwrap();
+    let second = upload.part(1, b"second upload of part one".to_vec()).await;
     release.send(()).unwrap();
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status().as_u16(), 200, "the first upload of part 1");
     let listed = c
         .list_parts()
-        .bucket("preset")
+        .bucket(PRESET)
         .key("resent")
-        .upload_id(&id)
+        .upload_id(&upload.id)
         .send()
         .await
         .unwrap();
     assert_eq!(listed.parts().len(), 1);
-    assert_eq!(listed.parts()[0].e_tag(), second.e_tag());
-    c.complete_multipart_upload()
-        .bucket("preset")
-        .key("resent")
-        .upload_id(&id)
-        .multipart_upload(completed(&[(1, second.e_tag().unwrap())]))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(listed.parts()[0].e_tag(), Some(second.as_str()));
+    upload.complete(&[(1, &second)]).await;
     assert_eq!(
-        get(&c, "preset", "resent").await,
+        get(&c, PRESET, "resent").await,
         b"second upload of part one"
     );
 }
