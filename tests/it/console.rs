@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::support::free_port;
 use crate::support::s3;
 use crate::support::stack::{Foreground, Opsbox};
+use crate::support::{files_under, free_port, target_dir};
 
 const STARTUP: Duration = Duration::from_secs(180);
 /// The delay the console puts on a wrong password (src/console/auth.rs).
@@ -495,32 +495,18 @@ fn assert_escaped(html: &str, raw: &str, what: &str) {
 }
 
 fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pending.push(path);
-            } else if entry.file_name().to_string_lossy().contains(name) {
-                found.push(path);
-            }
-        }
-    }
-    found
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|file| file.to_string_lossy().contains(name))
+        })
+        .collect()
 }
 
 /// Where the browser test leaves its screenshots (docs/ has copies of two).
 fn screenshot_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("console-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    target_dir("console-screenshots")
 }
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";

@@ -12,6 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use crate::support::processes::{self, alive};
 use crate::support::stack::{Foreground, Opsbox};
 use crate::support::{temp_dir, tree_digest};
 
@@ -219,73 +220,6 @@ async fn kill_ten_times(
     eprintln!("{service}: back after (ms) {outages:?}");
     let worst = Duration::from_millis(outages.iter().copied().max().unwrap_or(0) as u64);
     (kills, back, worst)
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
-}
-
-/// Every live descendant of `root` (children, their children, ...).
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        if let Some(ppid) = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<i32>().ok())
-        {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut found = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(parent) = frontier.pop() {
-        for &(pid, ppid) in &parents {
-            if ppid == parent && !found.contains(&pid) {
-                found.push(pid);
-                frontier.push(pid);
-            }
-        }
-    }
-    found.retain(|&pid| alive(pid));
-    found
-}
-
-/// Processes whose command line mentions `needle` (e.g. the data dir).
-fn processes_mentioning(needle: &str, name: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmd.contains(needle) && cmd.contains(name) && alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// One acknowledged JetStream publish: the id the client put in the body, and the sequence
@@ -561,7 +495,7 @@ async fn postmaster_killed_ten_times_comes_back_and_loses_no_committed_row() {
     let committed = ledger.items();
     assert_rows_present(&opsbox, &committed).await;
     let data_dir = opsbox.data_dir.join("postgres/data");
-    let postmasters = processes_mentioning(&data_dir.display().to_string(), "postgres");
+    let postmasters = processes::mentioning(&data_dir.display().to_string(), "postgres");
     assert_eq!(
         postmasters.len(),
         1,
@@ -621,7 +555,10 @@ async fn opsbox_killed_with_sigkill_leaves_no_orphans_and_the_next_up_recovers()
 
     // Every descendant of opsbox: the servers and PostgreSQL's backends and workers (one
     // serves the inserter's connection).
-    let family = descendants(up.pid());
+    let family: Vec<i32> = processes::descendants(&[up.pid()])
+        .into_iter()
+        .filter(|&pid| alive(pid))
+        .collect();
     assert!(
         family.contains(&nats_pid) && family.contains(&postgres_pid) && family.len() > 3,
         "descendants of opsbox: {family:?}"
@@ -657,9 +594,9 @@ async fn opsbox_killed_with_sigkill_leaves_no_orphans_and_the_next_up_recovers()
     assert_writes_at_every_kill("nats", &published.times(), &[killed], back);
     assert_writes_at_every_kill("postgres", &committed.times(), &[killed], back);
     let data = opsbox.data_dir.display().to_string();
-    assert_eq!(processes_mentioning(&data, "nats-server").len(), 1);
+    assert_eq!(processes::mentioning(&data, "nats-server").len(), 1);
     assert_eq!(
-        processes_mentioning(&format!("{data}/postgres/data"), "postgres").len(),
+        processes::mentioning(&format!("{data}/postgres/data"), "postgres").len(),
         1
     );
     assert_nats_durable(&opsbox.nats_url(), &published.items()).await;
@@ -1070,16 +1007,12 @@ fn a_crash_looping_nats_server_backs_off() {
     let mut opsbox = Opsbox::new();
     opsbox.cache_dir = tools.path().join("unused-cache");
     let mut up = {
-        let log = opsbox.home.path().join("up.log");
-        let child = opsbox
-            .command()
+        let mut command = opsbox.command();
+        command
             .args(["up", "--services", "nats", "--nats-server"])
             .arg(&script)
-            .args(opsbox.port_args())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Foreground { child, log }
+            .args(opsbox.port_args());
+        Foreground::spawn(&mut command, opsbox.home.path().join("up.log"))
     };
     opsbox.wait_ready(&mut up, Duration::from_secs(60));
     let pid = ready_pid(&opsbox, "nats").unwrap();

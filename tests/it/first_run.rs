@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::mirror::closed_port_base;
-use crate::support::stack::Opsbox;
+use crate::support::stack::{Foreground, Opsbox};
 use crate::support::temp_dir;
 
 /// Debian's PostgreSQL 15 (tests/prereqs.sh installs `postgresql-15`).
@@ -59,34 +59,29 @@ fn path_with_postgres_15() -> String {
 #[test]
 fn up_offline_with_only_postgres_15_fails_and_creates_no_database() {
     let opsbox = project_with_only_postgres_15();
-    let log = opsbox.home.path().join("up.log");
-    let mut up = opsbox
-        .command()
+    let mut command = opsbox.command();
+    command
         .env("PATH", path_with_postgres_15())
         .args(["--offline", "up", "--services", "postgres"])
-        .args(opsbox.port_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        .args(opsbox.port_args());
+    let mut up = Foreground::spawn(&mut command, opsbox.home.path().join("up.log"));
     // It fails at once (well under a second); one that keeps running started a stack.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
+        if let Some(status) = up.child.try_wait().unwrap() {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = up.kill();
-            let _ = up.wait();
+            let _ = up.child.kill();
+            let _ = up.child.wait();
             panic!(
                 "opsbox up kept running for 60 s with only PostgreSQL 15 available:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                up.stderr()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = up.stderr();
     assert_eq!(status.code(), Some(1), "{text}");
     insta::assert_snapshot!(
         filtered(&text, &[(&opsbox.cache_dir, "CACHE")]),

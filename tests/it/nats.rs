@@ -250,19 +250,17 @@ async fn an_existing_events_stream_with_other_subjects_is_reported_not_replaced(
 async fn outside_a_project_the_compiled_in_ops_files_are_used() {
     let opsbox = Opsbox::new();
     let elsewhere = crate::support::temp_dir();
-    let log = opsbox.home.path().join("up-outside.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_opsbox"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opsbox"));
+    command
         .current_dir(elsewhere.path())
         .env_remove("OPSBOX_PROJECT_DIR")
         .env("OPSBOX_CACHE_DIR", &opsbox.cache_dir)
         .arg("--data-dir")
         .arg(&opsbox.data_dir)
         .args(["up", "--services", "nats"])
-        .args(opsbox.port_args())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut up = crate::support::stack::Foreground { child, log };
+        .args(opsbox.port_args());
+    let log = opsbox.home.path().join("up-outside.log");
+    let mut up = crate::support::stack::Foreground::spawn(&mut command, log);
     opsbox.wait_ready(&mut up, Duration::from_secs(120));
     let client = async_nats::connect(opsbox.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);

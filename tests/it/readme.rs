@@ -14,7 +14,8 @@ use nix::sys::signal::Signal;
 
 use crate::support::artifacts::{self, Damage, NATS_VERSION, POSTGRES_VERSION};
 use crate::support::mirror::Mirror;
-use crate::support::stack::Opsbox;
+use crate::support::processes::alive;
+use crate::support::stack::{Foreground, Opsbox};
 use crate::support::{project_copy, shared_cache, temp_dir};
 
 fn readme() -> String {
@@ -307,12 +308,6 @@ fn service_pids(opsbox: &Opsbox) -> Vec<i32> {
         .collect()
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
-}
-
 /// The README's foreground `up` and its "twice to force": a nats-server whose process ignores
 /// SIGTERM after the server ends (a wrapper that then sleeps with SIGTERM ignored) makes the
 /// graceful stop wait for the 15 s grace; a second Ctrl-C must end it at once.
@@ -330,19 +325,13 @@ fn a_second_ctrl_c_forces_the_stop() {
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let log = opsbox.home.path().join("up.log");
-    let child = opsbox
-        .command()
+    let mut command = opsbox.command();
+    command
         .args(["up", "-s", "nats"])
         .arg("--nats-server")
         .arg(&wrapper)
-        .args(opsbox.port_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut up = crate::support::stack::Foreground { child, log };
+        .args(opsbox.port_args());
+    let mut up = Foreground::spawn(&mut command, opsbox.home.path().join("up.log"));
     opsbox.wait_ready(&mut up, Duration::from_secs(60));
     let pids = service_pids(&opsbox);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.pid()), Signal::SIGINT).unwrap();

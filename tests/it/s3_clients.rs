@@ -9,16 +9,13 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::support::run_tool;
-use crate::support::s3::{self, ACCESS_KEY, BUCKET, SECRET_KEY, random_bytes, sha256_hex, tool};
+use crate::support::s3::{self, ACCESS_KEY, BUCKET, SECRET_KEY, random_bytes, sha256_hex};
 use crate::support::stack::{Foreground, Opsbox};
 
 const MIB: usize = 1024 * 1024;
 
 fn start_s3(opsbox: &Opsbox) -> Foreground {
-    let mut up = opsbox.up_foreground("s3");
-    opsbox.wait_ready(&mut up, Duration::from_secs(60));
-    up
+    opsbox.start("s3", Duration::from_secs(60))
 }
 
 /// boto3's managed `copy()` splits objects over 8 MiB into UploadPartCopy requests: a
@@ -43,10 +40,12 @@ assert head["ContentType"] == "application/x-test", head["ContentType"]
 print("ok")
 "#;
     let url = s3::endpoint(opsbox.s3_port);
-    let mut command = tool("python3", opsbox.home.path());
-    command.args(["-c", script, &url, ACCESS_KEY, SECRET_KEY, BUCKET]);
-    let out = run_tool(&mut command, "install boto3 with `pip install boto3`");
-    assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
+    let out = s3::python(
+        opsbox.home.path(),
+        script,
+        &[&url, ACCESS_KEY, SECRET_KEY, BUCKET],
+    );
+    assert_eq!(out.trim(), "ok");
 }
 
 /// What HTTP caches, sync tools and cleanup scripts call, through boto3: conditional GET
@@ -99,10 +98,12 @@ assert status(s3.put_bucket_acl, Bucket=bucket, ACL="public-read") == 501
 print("ok")
 "#;
     let url = s3::endpoint(opsbox.s3_port);
-    let mut command = tool("python3", opsbox.home.path());
-    command.args(["-c", script, &url, ACCESS_KEY, SECRET_KEY, BUCKET]);
-    let out = run_tool(&mut command, "install boto3 with `pip install boto3`");
-    assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
+    let out = s3::python(
+        opsbox.home.path(),
+        script,
+        &[&url, ACCESS_KEY, SECRET_KEY, BUCKET],
+    );
+    assert_eq!(out.trim(), "ok");
 }
 
 /// `aws s3 cp s3://b/big s3://b/big2` of an object over the CLI's 8 MiB threshold is a
@@ -116,24 +117,7 @@ fn aws_cli_copies_a_large_object_between_keys() {
     std::fs::write(&file, &body).unwrap();
     let back = opsbox.home.path().join("big2.bin");
     let url = s3::endpoint(opsbox.s3_port);
-    let aws = |args: &[&str]| {
-        let mut command = tool("aws", opsbox.home.path());
-        command
-            .envs([
-                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_CONFIG_FILE", "/dev/null"),
-                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ])
-            .args(["--endpoint-url", &url])
-            .args(args);
-        String::from_utf8(run_tool(
-            &mut command,
-            "install the AWS CLI with `pip install awscli`",
-        ))
-        .unwrap()
-    };
+    let aws = |args: &[&str]| s3::aws(opsbox.home.path(), &url, args);
     let big = format!("s3://{BUCKET}/big");
     let big2 = format!("s3://{BUCKET}/big2");
     aws(&["s3", "cp", file.to_str().unwrap(), &big]);

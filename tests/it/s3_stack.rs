@@ -13,7 +13,7 @@ use crate::support::s3::{
     self, ACCESS_KEY, BUCKET, SECRET_KEY, md5_hex, random_bytes, random_in, sha256_hex, tool,
 };
 use crate::support::stack::{Foreground, Opsbox};
-use crate::support::{files_under, run_tool};
+use crate::support::{files_under, processes, run_tool};
 
 const MIB: usize = 1024 * 1024;
 
@@ -22,9 +22,7 @@ fn s3_root(opsbox: &Opsbox) -> PathBuf {
 }
 
 fn start_s3(opsbox: &Opsbox) -> Foreground {
-    let mut up = opsbox.up_foreground("s3");
-    opsbox.wait_ready(&mut up, Duration::from_secs(60));
-    up
+    opsbox.start("s3", Duration::from_secs(60))
 }
 
 /// Temp files of the S3 store (storage.rs: `<root>/.opsbox-s3/tmp/<pid>-<n>.part`), wherever
@@ -433,8 +431,6 @@ fn assert_same_file(what: &str, got: &Path, want: &[u8]) {
     );
 }
 
-const AWS_HINT: &str = "install the AWS CLI with `pip install awscli`";
-
 #[test]
 fn aws_cli_against_opsbox_up() {
     let opsbox = Opsbox::new();
@@ -443,20 +439,7 @@ fn aws_cli_against_opsbox_up() {
     let (file, body) = test_file(&opsbox, "upload.bin", 9 * MIB + 123);
     let back = opsbox.home.path().join("download.bin");
     let url = s3::endpoint(opsbox.s3_port);
-    let aws = |args: &[&str]| {
-        let mut command = tool("aws", opsbox.home.path());
-        command
-            .envs([
-                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_CONFIG_FILE", "/dev/null"),
-                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ])
-            .args(["--endpoint-url", &url])
-            .args(args);
-        String::from_utf8(run_tool(&mut command, AWS_HINT)).unwrap()
-    };
+    let aws = |args: &[&str]| s3::aws(opsbox.home.path(), &url, args);
     aws(&["s3", "mb", "s3://cli-bucket"]);
     aws(&[
         "s3",
@@ -523,19 +506,18 @@ s3.delete_bucket(Bucket="boto-bucket")
 print("ok")
 "#;
     let url = s3::endpoint(opsbox.s3_port);
-    let mut command = tool("python3", opsbox.home.path());
-    // urllib must reach 127.0.0.1 directly, whatever proxy the caller has.
-    command.env("NO_PROXY", "*").env("no_proxy", "*").args([
-        "-c",
+    let out = s3::python(
+        opsbox.home.path(),
         script,
-        &url,
-        ACCESS_KEY,
-        SECRET_KEY,
-        file.to_str().unwrap(),
-        back.to_str().unwrap(),
-    ]);
-    let out = run_tool(&mut command, "install boto3 with `pip install boto3`");
-    assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
+        &[
+            &url,
+            ACCESS_KEY,
+            SECRET_KEY,
+            file.to_str().unwrap(),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.trim(), "ok");
     assert_same_file("boto3 download_file", &back, &body);
 }
 
@@ -714,41 +696,6 @@ fn socket_inodes(pid: i32) -> Vec<u64> {
         .collect()
 }
 
-/// `pids` and all their descendants.
-fn with_descendants(pids: &[i32]) -> BTreeSet<i32> {
-    let mut parents: Vec<(i32, i32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so parse after the last ')'.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
-        {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut all: BTreeSet<i32> = pids.iter().copied().collect();
-    loop {
-        let before = all.len();
-        for (pid, ppid) in &parents {
-            if all.contains(ppid) {
-                all.insert(*pid);
-            }
-        }
-        if all.len() == before {
-            return all;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_full_stack_listens_only_on_loopback_and_answers_minio_health() {
     let opsbox = Opsbox::new();
@@ -764,7 +711,8 @@ async fn detached_full_stack_listens_only_on_loopback_and_answers_minio_health()
             pids.push(pid as i32);
         }
     }
-    let owners = with_descendants(&pids);
+    let mut owners: BTreeSet<i32> = processes::descendants(&pids).into_iter().collect();
+    owners.extend(&pids);
     let listening = listening_sockets();
     let mut listeners: Vec<(i32, std::net::SocketAddr)> = Vec::new();
     for pid in &owners {

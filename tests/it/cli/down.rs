@@ -8,13 +8,13 @@ use opsbox::state::{ServiceState, StateLock};
 use opsbox::supervisor::ProcessIdentity;
 
 use crate::support::stack::Opsbox;
-use crate::support::stand_ins::{FakeChild, FakeSupervisor, run_file};
+use crate::support::stand_ins::{StandIn, run_file};
 use crate::support::wait_for;
 
 #[test]
 fn not_running_exits_0_and_removes_a_stale_run_file() {
     let project = Opsbox::with_own_cache();
-    let leftover = FakeChild::start();
+    let leftover = StandIn::service();
     project.state().create().expect("create the data dir");
     let stale = run_file(
         &project,
@@ -47,8 +47,8 @@ fn not_running_exits_0_and_removes_a_stale_run_file() {
 #[test]
 fn stops_the_supervisor_and_kills_children_it_left_behind() {
     let project = Opsbox::with_own_cache();
-    let mut supervisor = FakeSupervisor::start(&project);
-    let mut nats = FakeChild::start();
+    let mut supervisor = StandIn::supervisor(&project);
+    let mut nats = StandIn::service();
     run_file(
         &project,
         supervisor.identity,
@@ -94,7 +94,7 @@ fn stops_the_supervisor_and_kills_children_it_left_behind() {
 #[test]
 fn never_signals_a_pid_whose_start_time_does_not_match() {
     let project = Opsbox::with_own_cache();
-    let mut supervisor = FakeSupervisor::start(&project);
+    let mut supervisor = StandIn::supervisor(&project);
     let impostor = ProcessIdentity {
         pid: supervisor.identity.pid,
         start_ticks: supervisor.identity.start_ticks + 1,

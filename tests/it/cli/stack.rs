@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use opsbox::state::StateLock;
 use opsbox::supervisor::ProcessIdentity;
 
+use crate::support::processes;
 use crate::support::stack::Opsbox;
 
 /// Every pid `status --json` reports, as identities (recorded now, while they are alive).
@@ -27,44 +28,12 @@ fn live_processes(status: &serde_json::Value) -> Vec<ProcessIdentity> {
     // Every descendant too: PostgreSQL's backends and background workers, anything a child
     // started.
     let roots: Vec<i32> = identities.iter().map(|p| p.pid).collect();
-    identities.extend(descendants(&roots));
+    identities.extend(
+        processes::descendants(&roots)
+            .into_iter()
+            .filter_map(ProcessIdentity::of),
+    );
     identities
-}
-
-/// The parent pid of every live process.
-fn parents() -> Vec<(i32, i32)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-            out.push((pid, ppid));
-        }
-    }
-    out
-}
-
-/// Live descendants of `roots` (not the roots themselves), as identities.
-fn descendants(roots: &[i32]) -> Vec<ProcessIdentity> {
-    let parents = parents();
-    let mut found: Vec<i32> = Vec::new();
-    let mut frontier: Vec<i32> = roots.to_vec();
-    while let Some(parent) = frontier.pop() {
-        for &(pid, ppid) in &parents {
-            if ppid == parent && !found.contains(&pid) && !roots.contains(&pid) {
-                found.push(pid);
-                frontier.push(pid);
-            }
-        }
-    }
-    found.into_iter().filter_map(ProcessIdentity::of).collect()
 }
 
 /// Every service started with `opsbox up -d` on free ports; stopped (with its data) when

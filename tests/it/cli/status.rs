@@ -6,7 +6,7 @@ use opsbox::state::ServiceState;
 use opsbox::supervisor::ProcessIdentity;
 
 use crate::support::stack::Opsbox;
-use crate::support::stand_ins::{FakeChild, FakeSupervisor, run_file};
+use crate::support::stand_ins::{StandIn, run_file};
 
 #[test]
 fn not_running_shows_every_service_stopped_and_exits_1() {
@@ -42,8 +42,8 @@ fn not_running_shows_every_service_stopped_and_exits_1() {
 #[test]
 fn running_stack_is_checked_against_live_processes() {
     let project = Opsbox::with_own_cache();
-    let supervisor = FakeSupervisor::start(&project);
-    let nats = FakeChild::start();
+    let supervisor = StandIn::supervisor(&project);
+    let nats = StandIn::service();
     // A recorded postgres process that no longer exists (same pid, other start time).
     let dead = ProcessIdentity {
         pid: nats.identity.pid,

@@ -15,11 +15,11 @@ use base64::Engine as _;
 use md5::Digest as _;
 
 use crate::support::endpoint::{Endpoint, PRESET, Running, stock};
+use crate::support::files_under;
 use crate::support::s3::{
-    ACCESS_KEY, SECRET_KEY, Upload, client_for, code, completed, get, head_object, list_keys,
-    md5_hex, multipart_e_tag, outcome, put, quoted, tool,
+    self, ACCESS_KEY, SECRET_KEY, Upload, client_for, code, completed, get, head_object, list_keys,
+    md5_hex, multipart_e_tag, outcome, put, quoted,
 };
-use crate::support::{files_under, run_tool};
 
 mod conditional;
 mod multipart_copy;
@@ -981,21 +981,7 @@ async fn aws_cli_smoke() {
     let file = file.to_str().unwrap().to_owned();
     let home = s3.dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        let aws = |args: &[&str]| {
-            let stdout = run_tool(
-                tool("aws", &home)
-                    .envs([
-                        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-                        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-                        ("AWS_DEFAULT_REGION", "us-east-1"),
-                        ("AWS_CONFIG_FILE", "/dev/null"),
-                    ])
-                    .args(["--endpoint-url", endpoint.as_str()])
-                    .args(args),
-                "install the AWS CLI with `pip install awscli`",
-            );
-            String::from_utf8_lossy(&stdout).into_owned()
-        };
+        let aws = |args: &[&str]| s3::aws(&home, &endpoint, args);
         aws(&["s3", "mb", "s3://cli-bucket"]);
         aws(&["s3", "cp", &file, "s3://cli-bucket/dir/upload.txt"]);
         let listing = aws(&["s3", "ls", "s3://cli-bucket/dir/"]);
@@ -1029,14 +1015,11 @@ print("ok")
 "#;
     let home = s3.dir.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
-        run_tool(
-            tool("python3", &home).args(["-c", script, &endpoint, ACCESS_KEY, SECRET_KEY]),
-            "install boto3 with `pip install boto3`",
-        )
+        s3::python(&home, script, &[&endpoint, ACCESS_KEY, SECRET_KEY])
     })
     .await
     .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
+    assert_eq!(out.trim(), "ok");
 }
 
 #[tokio::test]

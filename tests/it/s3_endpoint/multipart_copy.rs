@@ -210,15 +210,22 @@ async fn get_and_head_with_part_number() {
     let done = upload.complete(&[(1, &tags[0]), (2, &tags[1])]).await;
     let whole_tag = done.e_tag().unwrap().to_owned();
     let total = parts[0].len() + parts[1].len();
-    for (number, body, start) in [(1, &parts[0], 0), (2, &parts[1], parts[0].len())] {
-        let out = c
-            .get_object()
+    let get_part = |key: &'static str, number: i32| {
+        c.get_object()
             .bucket(PRESET)
-            .key("parted")
+            .key(key)
             .part_number(number)
             .send()
-            .await
-            .unwrap();
+    };
+    let head_part = |key: &'static str, number: i32| {
+        c.head_object()
+            .bucket(PRESET)
+            .key(key)
+            .part_number(number)
+            .send()
+    };
+    for (number, body, start) in [(1, &parts[0], 0), (2, &parts[1], parts[0].len())] {
+        let out = get_part("parted", number).await.unwrap();
         assert_eq!(out.parts_count(), Some(2), "part {number}");
         assert_eq!(out.e_tag(), Some(whole_tag.as_str()), "part {number}");
         assert_eq!(
@@ -230,64 +237,25 @@ async fn get_and_head_with_part_number() {
             got.as_ref() == body.as_slice(),
             "part {number} bytes differ"
         );
-        let head = c
-            .head_object()
-            .bucket(PRESET)
-            .key("parted")
-            .part_number(number)
-            .send()
-            .await
-            .unwrap();
+        let head = head_part("parted", number).await.unwrap();
         assert_eq!(head.content_length(), Some(body.len() as i64));
         assert_eq!(head.parts_count(), Some(2));
     }
     assert_eq!(
-        code(
-            c.get_object()
-                .bucket(PRESET)
-                .key("parted")
-                .part_number(3)
-                .send()
-                .await
-        ),
+        code(get_part("parted", 3).await),
         ("InvalidPart".into(), 400)
     );
     put(&c, PRESET, "plain", b"not multipart").await;
-    let out = c
-        .get_object()
-        .bucket(PRESET)
-        .key("plain")
-        .part_number(1)
-        .send()
-        .await
-        .unwrap();
+    let out = get_part("plain", 1).await.unwrap();
     assert_eq!(
         out.body.collect().await.unwrap().into_bytes().as_ref(),
         b"not multipart"
     );
     assert_eq!(
-        code(
-            c.get_object()
-                .bucket(PRESET)
-                .key("plain")
-                .part_number(2)
-                .send()
-                .await
-        ),
+        code(get_part("plain", 2).await),
         ("InvalidPart".into(), 400)
     );
-    assert_eq!(
-        outcome(
-            c.head_object()
-                .bucket(PRESET)
-                .key("plain")
-                .part_number(2)
-                .send()
-                .await
-        )
-        .1,
-        400
-    );
+    assert_eq!(outcome(head_part("plain", 2).await).1, 400);
 }
 
 #[tokio::test]

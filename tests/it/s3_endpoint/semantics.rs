@@ -12,7 +12,7 @@ use aws_sdk_s3::types::{
 use sha2::Digest as _;
 
 use crate::support::endpoint::{Endpoint, PRESET, stock};
-use crate::support::s3::{ACCESS_KEY, SECRET_KEY, code, get, head_object, put};
+use crate::support::s3::{ACCESS_KEY, SECRET_KEY, code, get, head_object, put, sha256_hex};
 
 #[tokio::test]
 async fn delete_objects_with_more_than_1000_keys_is_malformed_xml() {
@@ -252,7 +252,7 @@ pub(crate) fn sign_v4(
     let scope = format!("{day}/us-east-1/s3/aws4_request");
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+        sha256_hex(canonical.as_bytes())
     );
     let mut key = hmac_sha256(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes());
     for part in ["us-east-1", "s3", "aws4_request"] {
@@ -283,7 +283,7 @@ async fn a_request_signed_with_the_date_header_validates() {
         ))
         .unwrap();
     let host = s3.addr.to_string();
-    let payload = hex::encode(sha2::Sha256::digest(b""));
+    let payload = sha256_hex(b"");
     let authorization = sign_v4(
         "GET",
         "/preset/dated",

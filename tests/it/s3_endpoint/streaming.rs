@@ -8,7 +8,7 @@ use sha2::Digest as _;
 use super::semantics::{amz_date, sign_v4};
 use crate::support::endpoint::{Endpoint, PRESET, stock};
 use crate::support::files_under;
-use crate::support::s3::get;
+use crate::support::s3::{get, sha256_hex};
 
 fn chunks(body: &[u8], size: usize) -> Vec<Result<Vec<u8>, std::io::Error>> {
     body.chunks(size).map(|c| Ok(c.to_vec())).collect()
@@ -23,7 +23,7 @@ async fn a_chunked_upload_without_content_length_is_stored() {
     let now = time::OffsetDateTime::now_utc();
     let date = amz_date(now);
     let host = s3.addr.to_string();
-    let payload = hex::encode(sha2::Sha256::digest(&body));
+    let payload = sha256_hex(&body);
     let authorization = sign_v4(
         "PUT",
         "/preset/chunked",

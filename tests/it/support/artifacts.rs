@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use super::run_tool;
 use super::s3::sha256_hex;
+use super::{run_tool, target_dir};
 
 pub const NATS_VERSION: &str = opsbox::fetch::DEFAULT_NATS_VERSION;
 pub const POSTGRES_VERSION: &str = opsbox::fetch::DEFAULT_POSTGRES_VERSION;
@@ -15,12 +15,7 @@ pub const POSTGRES_VERSION: &str = opsbox::fetch::DEFAULT_POSTGRES_VERSION;
 static BUILD: Mutex<()> = Mutex::new(());
 
 pub fn artifacts_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    target_dir("test-artifacts")
 }
 
 /// Run `command` to success: its stdout.
@@ -28,12 +23,17 @@ fn run(command: &mut Command, install_hint: &str) -> String {
     String::from_utf8_lossy(&run_tool(command, install_hint)).into_owned()
 }
 
-pub fn go_platform() -> (&'static str, &'static str) {
-    let os = if cfg!(target_os = "macos") {
+/// The operating system as Go and Node name it.
+fn os_name() -> &'static str {
+    if cfg!(target_os = "macos") {
         "darwin"
     } else {
         "linux"
-    };
+    }
+}
+
+pub fn go_platform() -> (&'static str, &'static str) {
+    let os = os_name();
     let arch = if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {
@@ -107,6 +107,22 @@ pub fn nats_archive(version: &str) -> PathBuf {
     let path = artifacts_dir()
         .join("nats-release")
         .join(format!("{stem}.tar.gz"));
+    write_tar_gz_once(path, |tar| {
+        for (name, mode, bytes) in [
+            ("LICENSE", 0o644, b"Apache License 2.0\n".to_vec()),
+            ("README.md", 0o644, b"# NATS Server\n".to_vec()),
+            ("nats-server", 0o755, std::fs::read(&binary).unwrap()),
+        ] {
+            append_file(tar, Path::new(&stem).join(name), mode, &bytes);
+        }
+    })
+}
+
+type TarGz = tar::Builder<flate2::write::GzEncoder<std::fs::File>>;
+
+/// `path` as a .tar.gz that `fill` writes, unless it exists already; written under a temp name
+/// and renamed, so a half-written archive is never taken for a built one.
+fn write_tar_gz_once(path: PathBuf, fill: impl FnOnce(&mut TarGz)) -> PathBuf {
     if path.is_file() {
         return path;
     }
@@ -117,21 +133,19 @@ pub fn nats_archive(version: &str) -> PathBuf {
         flate2::Compression::fast(),
     );
     let mut tar = tar::Builder::new(encoder);
-    for (name, mode, bytes) in [
-        ("LICENSE", 0o644, b"Apache License 2.0\n".to_vec()),
-        ("README.md", 0o644, b"# NATS Server\n".to_vec()),
-        ("nats-server", 0o755, std::fs::read(&binary).unwrap()),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        tar.append_data(&mut header, format!("{stem}/{name}"), bytes.as_slice())
-            .unwrap();
-    }
+    fill(&mut tar);
     tar.into_inner().unwrap().finish().unwrap();
     std::fs::rename(&partial, &path).unwrap();
     path
+}
+
+/// A regular file entry.
+fn append_file(tar: &mut TarGz, path: PathBuf, mode: u32, bytes: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(mode);
+    header.set_cksum();
+    tar.append_data(&mut header, path, bytes).unwrap();
 }
 
 /// How to damage a release in the mirror.
@@ -142,13 +156,12 @@ pub enum Damage {
     WrongChecksum,
 }
 
-/// Writes `{root}/nats-io/nats-server/releases/download/v{V}/{archive, SHA256SUMS}`.
-pub fn write_nats_release(root: &Path, version: &str, damage: Damage) -> String {
-    let archive = nats_archive(version);
+/// Copies `archive` into the `release` directory, damaged as asked: its file name and the
+/// checksum to publish next to it.
+fn publish(archive: &Path, release: &Path, damage: Damage) -> (String, String) {
     let name = archive.file_name().unwrap().to_str().unwrap().to_string();
-    let release = root.join(format!("nats-io/nats-server/releases/download/v{version}"));
-    std::fs::create_dir_all(&release).unwrap();
-    let mut bytes = std::fs::read(&archive).unwrap();
+    std::fs::create_dir_all(release).unwrap();
+    let mut bytes = std::fs::read(archive).unwrap();
     let mut sum = sha256_hex(&bytes);
     match damage {
         Damage::None => {}
@@ -159,6 +172,14 @@ pub fn write_nats_release(root: &Path, version: &str, damage: Damage) -> String 
         Damage::WrongChecksum => sum = sha256_hex(b"something else"),
     }
     std::fs::write(release.join(&name), &bytes).unwrap();
+    (name, sum)
+}
+
+/// Writes `{root}/nats-io/nats-server/releases/download/v{V}/{archive, SHA256SUMS}`.
+pub fn write_nats_release(root: &Path, version: &str, damage: Damage) -> String {
+    let archive = nats_archive(version);
+    let release = root.join(format!("nats-io/nats-server/releases/download/v{version}"));
+    let (name, sum) = publish(&archive, &release, damage);
     let (os, _) = go_platform();
     let sums = format!(
         "{}  nats-server-v{version}-{os}-386.tar.gz\n{sum}  {name}\n",
@@ -180,11 +201,7 @@ pub fn npm_postgres_tarball() -> PathBuf {
     {
         return existing;
     }
-    let os = if cfg!(target_os = "macos") {
-        "darwin"
-    } else {
-        "linux"
-    };
+    let os = os_name();
     let arch = if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {
@@ -209,110 +226,79 @@ pub fn theseus_archive(version: &str) -> PathBuf {
     let path = artifacts_dir()
         .join("theseus")
         .join(format!("{stem}.tar.gz"));
-    if path.is_file() {
-        return path;
-    }
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let partial = path.with_extension("part");
-    let encoder = flate2::write::GzEncoder::new(
-        std::fs::File::create(&partial).unwrap(),
-        flate2::Compression::fast(),
-    );
-    let mut out = tar::Builder::new(encoder);
-    let mut input = tar::Archive::new(flate2::read::GzDecoder::new(
-        std::fs::File::open(&tarball).unwrap(),
-    ));
-    let mut links: Vec<serde_json::Value> = Vec::new();
-    let mut directories = std::collections::HashSet::new();
-    for entry in input.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let entry_path = entry.path().unwrap().into_owned();
-        let Ok(relative) = entry_path.strip_prefix("package/native") else {
-            continue;
-        };
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).unwrap();
-        if relative == Path::new("pg-symlinks.json") {
-            links = serde_json::from_slice(&bytes).unwrap();
-            continue;
-        }
-        // Directory entries first, as `tar` writes them in the real archives.
-        for ancestor in relative
-            .ancestors()
-            .skip(1)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            if directories.insert(ancestor.to_path_buf()) {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                header.set_mode(0o755);
-                header.set_cksum();
-                out.append_data(
-                    &mut header,
-                    Path::new(&stem).join(ancestor),
-                    std::io::empty(),
-                )
-                .unwrap();
+    write_tar_gz_once(path, |out| {
+        let mut input = tar::Archive::new(flate2::read::GzDecoder::new(
+            std::fs::File::open(&tarball).unwrap(),
+        ));
+        let mut links: Vec<serde_json::Value> = Vec::new();
+        let mut directories = std::collections::HashSet::new();
+        for entry in input.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let entry_path = entry.path().unwrap().into_owned();
+            let Ok(relative) = entry_path.strip_prefix("package/native") else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            if relative == Path::new("pg-symlinks.json") {
+                links = serde_json::from_slice(&bytes).unwrap();
+                continue;
             }
+            // Directory entries first, as `tar` writes them in the real archives.
+            for ancestor in relative
+                .ancestors()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                if directories.insert(ancestor.to_path_buf()) {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    header.set_mode(0o755);
+                    header.set_cksum();
+                    out.append_data(
+                        &mut header,
+                        Path::new(&stem).join(ancestor),
+                        std::io::empty(),
+                    )
+                    .unwrap();
+                }
+            }
+            let mode = entry.header().mode().unwrap();
+            append_file(out, Path::new(&stem).join(relative), mode, &bytes);
         }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(entry.header().mode().unwrap());
-        header.set_cksum();
-        out.append_data(
-            &mut header,
-            Path::new(&stem).join(relative),
-            bytes.as_slice(),
-        )
-        .unwrap();
-    }
-    for link in links {
-        let source = link["source"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("native/");
-        let target = link["target"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("native/");
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        header.set_mode(0o777);
-        out.append_link(
-            &mut header,
-            Path::new(&stem).join(target),
-            Path::new(source).file_name().unwrap(),
-        )
-        .unwrap();
-    }
-    out.into_inner().unwrap().finish().unwrap();
-    std::fs::rename(&partial, &path).unwrap();
-    path
+        for link in links {
+            let source = link["source"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("native/");
+            let target = link["target"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("native/");
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            header.set_mode(0o777);
+            out.append_link(
+                &mut header,
+                Path::new(&stem).join(target),
+                Path::new(source).file_name().unwrap(),
+            )
+            .unwrap();
+        }
+    })
 }
 
 /// Writes `{root}/theseus-rs/postgresql-binaries/releases/download/{V}/{archive, archive.sha256}`.
 pub fn write_postgres_release(root: &Path, version: &str, damage: Damage) -> String {
     let archive = theseus_archive(version);
-    let name = archive.file_name().unwrap().to_str().unwrap().to_string();
     let release = root.join(format!(
         "theseus-rs/postgresql-binaries/releases/download/{version}"
     ));
-    std::fs::create_dir_all(&release).unwrap();
-    let mut bytes = std::fs::read(&archive).unwrap();
-    let mut sum = sha256_hex(&bytes);
-    match damage {
-        Damage::None => {}
-        Damage::CorruptArchive => {
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0xff;
-        }
-        Damage::WrongChecksum => sum = sha256_hex(b"something else"),
-    }
-    std::fs::write(release.join(&name), &bytes).unwrap();
+    let (name, sum) = publish(&archive, &release, damage);
     std::fs::write(
         release.join(format!("{name}.sha256")),
         format!("{sum}  {name}\n"),

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod endpoint;
 pub mod mirror;
+pub mod processes;
 pub mod recorder;
 pub mod s3;
 pub mod stack;
@@ -50,17 +51,23 @@ pub fn temp_dir() -> tempfile::TempDir {
     dir
 }
 
+/// `target/<name>`, created: where the tests keep what outlives one run.
+pub fn target_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
 /// The binary cache shared by every test run (under target/, reachable by the unprivileged
 /// PostgreSQL account when the tests run as root); `OPSBOX_IT_CACHE_DIR` names another one.
 pub fn shared_cache() -> PathBuf {
-    let dir = std::env::var_os("OPSBOX_IT_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .parent()
-                .expect("target dir")
-                .join("test-cache")
-        });
+    let dir = match std::env::var_os("OPSBOX_IT_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => target_dir("test-cache"),
+    };
     std::fs::create_dir_all(&dir).expect("create the shared test cache");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .expect("chmod 0755 the shared test cache");

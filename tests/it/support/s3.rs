@@ -14,6 +14,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use md5::Digest as _;
 
+use super::run_tool;
+
 /// The MinIO root credentials of ops/docker-compose.yml, which opsbox serves.
 pub const ACCESS_KEY: &str = "minioadmin";
 pub const SECRET_KEY: &str = "minioadmin";
@@ -97,6 +99,42 @@ pub fn tool(program: &str, home: &Path) -> Command {
     }
     command.env("HOME", home);
     command
+}
+
+/// `aws --endpoint-url endpoint args…` with the compose credentials and no user configuration,
+/// run to success: its stdout.
+pub fn aws(home: &Path, endpoint: &str, args: &[&str]) -> String {
+    let mut command = tool("aws", home);
+    command
+        .envs([
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ])
+        .args(["--endpoint-url", endpoint])
+        .args(args);
+    let stdout = run_tool(
+        &mut command,
+        "install the AWS CLI with `pip install awscli`",
+    );
+    String::from_utf8(stdout).expect("aws printed UTF-8")
+}
+
+/// `python3 -c script args…` (a boto3 script) with a clean environment and no proxy, run to
+/// success: its stdout.
+pub fn python(home: &Path, script: &str, args: &[&str]) -> String {
+    let mut command = tool("python3", home);
+    // urllib must reach 127.0.0.1 directly, whatever proxy the caller has.
+    command
+        .env("NO_PROXY", "*")
+        .env("no_proxy", "*")
+        .args(["-c", script])
+        .args(args);
+    let stdout = run_tool(&mut command, "install boto3 with `pip install boto3`");
+    String::from_utf8_lossy(&stdout).into_owned()
 }
 
 /// PUT `body` as `bucket/key`; panics with the S3 error.

@@ -124,18 +124,20 @@ impl Opsbox {
             .home
             .path()
             .join(format!("up-{}.log", Instant::now().elapsed().as_nanos()));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command()
+        let mut command = self.command();
+        command
             .arg("up")
             .arg("--services")
             .arg(services)
-            .args(self.port_args())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Foreground { child, log }
+            .args(self.port_args());
+        Foreground::spawn(&mut command, log)
+    }
+
+    /// `opsbox up` with these services in the foreground, once every service is ready.
+    pub fn start(&self, services: &str, within: Duration) -> Foreground {
+        let mut up = self.up_foreground(services);
+        self.wait_ready(&mut up, within);
+        up
     }
 
     /// `opsbox up` with this project's ports and `args`, run to completion (`-d`, or a start
@@ -258,6 +260,18 @@ pub struct Foreground {
 }
 
 impl Foreground {
+    /// Spawn `command` (an `opsbox up` in the foreground) with its stderr in `log`.
+    pub fn spawn(command: &mut Command, log: PathBuf) -> Self {
+        let stderr =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {command:?}: {e}"));
+        Self { child, log }
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

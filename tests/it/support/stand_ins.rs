@@ -11,15 +11,17 @@ use opsbox::supervisor::ProcessIdentity;
 use super::stack::Opsbox;
 use super::wait_for;
 
-/// A process that holds the project's lock like a supervisor (a shell that takes the flock
-/// and becomes `sleep`), and dies on SIGTERM.
-pub struct FakeSupervisor {
+/// A real process standing in for the supervisor or one of its children; killed and reaped
+/// when dropped.
+pub struct StandIn {
     pub child: Child,
     pub identity: ProcessIdentity,
 }
 
-impl FakeSupervisor {
-    pub fn start(project: &Opsbox) -> Self {
+impl StandIn {
+    /// A process that holds the project's lock like a supervisor (a shell that takes the flock
+    /// and becomes `sleep`), and dies on SIGTERM.
+    pub fn supervisor(project: &Opsbox) -> Self {
         let state = project.state();
         state.create().expect("create the data dir");
         let script = format!(
@@ -31,13 +33,29 @@ impl FakeSupervisor {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn bash holding the lock");
-        let pid = child.id() as i32;
         wait_for(
             Duration::from_secs(5),
             "the stand-in supervisor did not take the lock",
             || StateLock::is_held(&state),
         );
-        let identity = ProcessIdentity::of(pid).expect("the stand-in supervisor is alive");
+        Self::new(child)
+    }
+
+    /// A service process leading its own process group, like the children opsbox spawns.
+    pub fn service() -> Self {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        Self::new(child)
+    }
+
+    fn new(child: Child) -> Self {
+        let identity =
+            ProcessIdentity::of(child.id() as i32).expect("the stand-in process is alive");
         Self { child, identity }
     }
 
@@ -47,38 +65,7 @@ impl FakeSupervisor {
     }
 }
 
-impl Drop for FakeSupervisor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A stand-in service process leading its own process group, like the children opsbox spawns.
-pub struct FakeChild {
-    pub child: Child,
-    pub identity: ProcessIdentity,
-}
-
-impl FakeChild {
-    pub fn start() -> Self {
-        use std::os::unix::process::CommandExt;
-        let child = Command::new("sleep")
-            .arg("300")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn sleep");
-        let identity = ProcessIdentity::of(child.id() as i32).expect("sleep is alive");
-        Self { child, identity }
-    }
-
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for FakeChild {
+impl Drop for StandIn {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
