@@ -11,6 +11,7 @@ pub mod services;
 pub mod settings;
 pub mod state;
 pub mod supervisor;
+pub mod types;
 
 use std::process::ExitCode;
 

@@ -10,7 +10,7 @@ use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg};
 use crate::config::Ops;
 use crate::error::{Error, Result};
 use crate::fetch::{DEFAULT_NATS_VERSION, DEFAULT_POSTGRES_VERSION, PostgresRequest};
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 use crate::state::StateDir;
 
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use crate::cli::{BinaryArgs, EnvArgs, EnvFormat, GlobalArgs};
 use crate::error::{Error, Result};
 use crate::output::{self, env_format::EnvVars};
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 use crate::settings::Settings;
 use crate::state::{self, RunFile};
 

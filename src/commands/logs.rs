@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::{GlobalArgs, LogsArgs};
 use crate::error::{Error, Result};
 use crate::output;
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 use crate::settings::Settings;
 
 /// The names `opsbox logs` accepts, in display order.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::error::Result;
 use crate::output;
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 use crate::settings::Settings;
 use crate::state::{self, ExitRecord, Presence, RunFile, ServiceRecord, ServiceState};
 use crate::supervisor::log_tail;

@@ -12,14 +12,16 @@ use crate::console::{self, ConsoleConfig, ConsoleServer};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::output;
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
 use crate::services::s3::{S3Config, S3Server};
+use crate::services::ServiceError;
 use crate::settings::Settings;
 use crate::state::{RunFile, ServiceRecord, ServiceState, StateLock};
 use crate::supervisor::stack::{self, ChildService, READY_TIMEOUT, RunFileHandle};
-use crate::supervisor::{ChildSpec, ProcessIdentity, log_tail, process, signals};
+use crate::supervisor::{ChildSpec, log_tail, process, signals};
+use crate::types::ProcessIdentity;
 
 pub async fn run(global: &GlobalArgs, args: &UpArgs, background: bool) -> Result<ExitCode> {
     let settings = Settings::resolve(
@@ -420,11 +422,12 @@ fn check_ports(settings: &Settings) -> Result<Option<TcpListener>> {
                 });
             }
             Err(e) => {
-                return Err(Error::Service {
+                return Err(ServiceError::Failed {
                     service,
                     message: format!("cannot listen on {addr} for the {what} port: {e}"),
                     hint: Some("check --host: it must be an address of this machine".into()),
-                });
+                }
+                .into());
             }
         }
     }
@@ -507,7 +510,7 @@ async fn detach(settings: &Settings, args: &UpArgs) -> Result<ExitCode> {
                 identity.signal(nix::sys::signal::Signal::SIGTERM);
             }
             let _ = child.wait();
-            return Err(Error::NotReady {
+            return Err(ServiceError::NotReady {
                 service: waiting.first().map_or(ServiceName::Nats, |s| s.name),
                 waited_secs: args.wait_timeout,
                 reason: format!(
@@ -520,7 +523,8 @@ async fn detach(settings: &Settings, args: &UpArgs) -> Result<ExitCode> {
                 ),
                 log: waiting.first().map(|s| s.log.clone()).or(Some(log)),
                 log_tail: tail,
-            });
+            }
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

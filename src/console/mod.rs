@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::output::env_format::EnvVars;
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 use crate::settings::Settings;
 
 /// What the console shows and how it reaches each service.

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use super::{ServiceName, probe};
+use super::probe;
+use crate::types::ServiceName;
 use crate::config::StreamSpec;
-use crate::error::{Error, Result};
+use super::error::{Result, ServiceError};
 use crate::fetch::NatsBinary;
 use crate::settings::Settings;
 use crate::supervisor::{ChildSpec, RunningChild, log_tail};
@@ -36,7 +37,7 @@ impl NatsService {
         let dir = state.nats();
         let store_dir = state.jetstream();
         fs_err::create_dir_all(&store_dir)
-            .map_err(|e| Error::io(format!("cannot create {}", store_dir.display()), e))?;
+            .map_err(|e| ServiceError::io(format!("cannot create {}", store_dir.display()), e))?;
         let conf = &settings.ops.nats_conf;
         // The project's file is used unchanged. For the compiled-in default, a copy is written
         // next to the wrapper so there is a file to include.
@@ -45,7 +46,7 @@ impl NatsService {
             None => {
                 let copy = dir.join("nats.conf");
                 fs_err::write(&copy, &conf.text)
-                    .map_err(|e| Error::io(format!("cannot write {}", copy.display()), e))?;
+                    .map_err(|e| ServiceError::io(format!("cannot write {}", copy.display()), e))?;
                 copy
             }
         };
@@ -60,7 +61,7 @@ impl NatsService {
             &store_dir,
         ));
         crate::state::write_atomically(&wrapper, text.as_bytes())
-            .map_err(|e| Error::io(format!("cannot write {}", wrapper.display()), e))?;
+            .map_err(|e| ServiceError::io(format!("cannot write {}", wrapper.display()), e))?;
         Ok(Self {
             binary,
             wrapper,
@@ -168,8 +169,8 @@ impl NatsService {
         Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
     }
 
-    fn not_ready(&self, started: Instant, reason: String) -> Error {
-        Error::NotReady {
+    fn not_ready(&self, started: Instant, reason: String) -> ServiceError {
+        ServiceError::NotReady {
             service: ServiceName::Nats,
             waited_secs: started.elapsed().as_secs(),
             reason,
@@ -181,7 +182,7 @@ impl NatsService {
     /// Create the stream from ops/setup_streams.sh, or check that the existing one matches.
     /// An existing stream with other subjects or storage is reported, never deleted.
     pub async fn ensure_stream(&self) -> Result<()> {
-        let fail = |message: String| Error::Service {
+        let fail = |message: String| ServiceError::Failed {
             service: ServiceName::Nats,
             message,
             hint: None,
@@ -205,7 +206,7 @@ impl NatsService {
                 have_subjects.sort();
                 want_subjects.sort();
                 if have_subjects != want_subjects || have.storage != wanted.storage {
-                    return Err(Error::Service {
+                    return Err(ServiceError::Failed {
                         service: ServiceName::Nats,
                         message: format!(
                             "stream {} exists with subjects {:?} and {:?} storage, but ops/setup_streams.sh defines subjects {:?} and {:?} storage",

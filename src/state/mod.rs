@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub use lock::StateLock;
 pub use run_file::{ExitRecord, RunFile, ServiceRecord, ServiceState};
 
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 
 use super::account::Account;
-use super::process::ProcessIdentity;
+use crate::types::ProcessIdentity;
 use super::spawner::on_spawner_thread;
 use super::{SupervisorError, log_tail};
 

@@ -16,7 +16,6 @@ pub use account::Account;
 pub use child::{
     ChildSpec, RunningChild, capture_output, run_to_completion, spawn, spawn_detached,
 };
-pub use process::ProcessIdentity;
 pub use restart_policy::{RestartDecision, RestartPolicy};
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::signals::StopRequest;
 use super::{RestartPolicy, RunningChild};
 use crate::error::{Error, Result};
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Server;
@@ -96,7 +96,7 @@ impl ChildService {
                 match ready {
                     Ok(()) => Ok(child),
                     Err(error) => Err(StartFailure {
-                        error,
+                        error: error.into(),
                         exit: Some(child.stop(Duration::from_secs(5)).await),
                         transient: false,
                     }),
@@ -134,7 +134,7 @@ impl ChildService {
                 match ready {
                     Ok(()) => Ok(child),
                     Err(error) => Err(StartFailure {
-                        error,
+                        error: error.into(),
                         exit: Some(child.stop(Duration::from_secs(10)).await),
                         transient: postgres.refused_for_leftovers_since(log_offset),
                     }),
