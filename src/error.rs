@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use crate::config::ConfigError;
 use crate::console::ConsoleError;
 use crate::fetch::FetchError;
-use crate::types::ServiceName;
 use crate::services::ServiceError;
 use crate::services::s3::S3Error;
 use crate::state::StateError;
 use crate::supervisor::SupervisorError;
+use crate::types::ServiceName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -10,8 +10,11 @@ use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg};
 use crate::config::Ops;
 use crate::error::{Error, Result};
 use crate::fetch::{DEFAULT_NATS_VERSION, DEFAULT_POSTGRES_VERSION, PostgresRequest};
-use crate::types::ServiceName;
+use crate::services::nats::NatsConfig;
+use crate::services::postgres::PostgresConfig;
+use crate::services::s3::S3Config;
 use crate::state::StateDir;
+use crate::types::ServiceName;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -201,6 +204,42 @@ impl Settings {
     }
 
     /// The host clients should connect to (127.0.0.1 when listening on all addresses).
+    /// What nats-server needs, and nothing else.
+    pub fn nats_config(&self) -> NatsConfig {
+        NatsConfig {
+            host: self.host,
+            client_host: self.client_host(),
+            port: self.nats.port,
+            monitor_port: self.nats.monitor_port,
+            conf: self.ops.nats_conf.clone(),
+            stream: self.ops.stream.clone(),
+        }
+    }
+
+    /// What PostgreSQL needs, and nothing else.
+    pub fn postgres_config(&self) -> PostgresConfig {
+        PostgresConfig {
+            host: self.host,
+            client_host: self.client_host(),
+            port: self.postgres.port,
+            user: self.postgres.user.clone(),
+            password: self.postgres.password.clone(),
+            database: self.postgres.database.clone(),
+            initdb_dir: self.ops.initdb_dir.clone(),
+        }
+    }
+
+    /// What the S3 endpoint needs, and nothing else.
+    pub fn s3_config(&self) -> S3Config {
+        S3Config {
+            root: self.state.s3(),
+            access_key: self.s3.access_key.clone(),
+            secret_key: self.s3.secret_key.clone(),
+            buckets: self.s3.buckets.clone(),
+            log: self.state.log(Some(ServiceName::S3)),
+        }
+    }
+
     pub fn client_host(&self) -> String {
         if self.host.is_unspecified() {
             "127.0.0.1".into()

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use crate::cli::{BinaryArgs, EnvArgs, EnvFormat, GlobalArgs};
 use crate::error::{Error, Result};
 use crate::output::{self, env_format::EnvVars};
-use crate::types::ServiceName;
 use crate::settings::Settings;
 use crate::state::{self, RunFile};
+use crate::types::ServiceName;
 
 pub async fn run(global: &GlobalArgs, args: &EnvArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(

@@ -13,8 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::{GlobalArgs, LogsArgs};
 use crate::error::{Error, Result};
 use crate::output;
-use crate::types::ServiceName;
 use crate::settings::Settings;
+use crate::types::ServiceName;
 
 /// The names `opsbox logs` accepts, in display order.
 pub const LOG_NAMES: [&str; 4] = ["nats", "postgres", "s3", "opsbox"];

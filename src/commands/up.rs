@@ -12,16 +12,16 @@ use crate::console::{self, ConsoleConfig, ConsoleServer};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::output;
-use crate::types::ServiceName;
+use crate::services::ServiceError;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
-use crate::services::s3::{S3Config, S3Server};
-use crate::services::ServiceError;
+use crate::services::s3::S3Server;
 use crate::settings::Settings;
 use crate::state::{RunFile, ServiceRecord, ServiceState, StateLock};
 use crate::supervisor::stack::{self, ChildService, READY_TIMEOUT, RunFileHandle};
 use crate::supervisor::{ChildSpec, log_tail, process, signals};
 use crate::types::ProcessIdentity;
+use crate::types::ServiceName;
 
 pub async fn run(global: &GlobalArgs, args: &UpArgs, background: bool) -> Result<ExitCode> {
     let settings = Settings::resolve(
@@ -96,11 +96,17 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
     );
     let mut children = Vec::new();
     if let Some(binary) = nats_binary? {
-        children.push(ChildService::Nats(NatsService::prepare(settings, binary)?));
+        children.push(ChildService::Nats(NatsService::prepare(
+            settings.nats_config(),
+            &settings.state,
+            binary,
+        )?));
     }
     if let Some(install) = postgres_install? {
         children.push(ChildService::Postgres(PostgresService::prepare(
-            settings, install,
+            settings.postgres_config(),
+            &settings.state,
+            install,
         )?));
     }
 
@@ -110,13 +116,7 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
     );
     run_file.write()?;
 
-    let s3_config = S3Config {
-        root: settings.state.s3(),
-        access_key: settings.s3.access_key.clone(),
-        secret_key: settings.s3.secret_key.clone(),
-        buckets: settings.s3.buckets.clone(),
-        log: settings.state.log(Some(ServiceName::S3)),
-    };
+    let s3_config = settings.s3_config();
     let starting = async {
         let s3 = async {
             match s3_listener {

@@ -7,5 +7,4 @@ pub mod postgres;
 pub mod probe;
 pub mod s3;
 
-
 pub use error::{Result, ServiceError};

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use super::probe;
-use crate::types::ServiceName;
-use crate::config::StreamSpec;
 use super::error::{Result, ServiceError};
+use super::probe;
+use crate::config::NatsConf;
+use crate::config::StreamSpec;
 use crate::fetch::NatsBinary;
-use crate::settings::Settings;
+use crate::state::StateDir;
 use crate::supervisor::{ChildSpec, RunningChild, log_tail};
+use crate::types::ServiceName;
 
 /// nats-server as opsbox runs it.
 #[derive(Debug, Clone)]
@@ -30,15 +31,27 @@ pub struct NatsService {
     pub store_dir: PathBuf,
 }
 
+/// What nats-server needs from the resolved settings.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub host: IpAddr,
+    /// The address clients use (the host, or loopback when the host is unspecified).
+    pub client_host: String,
+    pub port: u16,
+    pub monitor_port: u16,
+    /// The project's nats.conf (or the compiled-in default).
+    pub conf: NatsConf,
+    pub stream: StreamSpec,
+}
+
 impl NatsService {
     /// Write the wrapper configuration and create the store directory.
-    pub fn prepare(settings: &Settings, binary: NatsBinary) -> Result<Self> {
-        let state = &settings.state;
+    pub fn prepare(config: NatsConfig, state: &StateDir, binary: NatsBinary) -> Result<Self> {
         let dir = state.nats();
         let store_dir = state.jetstream();
         fs_err::create_dir_all(&store_dir)
             .map_err(|e| ServiceError::io(format!("cannot create {}", store_dir.display()), e))?;
-        let conf = &settings.ops.nats_conf;
+        let conf = &config.conf;
         // The project's file is used unchanged. For the compiled-in default, a copy is written
         // next to the wrapper so there is a file to include.
         let included = match &conf.path {
@@ -65,11 +78,11 @@ impl NatsService {
         Ok(Self {
             binary,
             wrapper,
-            host: settings.host,
-            client_host: settings.client_host(),
-            port: settings.nats.port,
-            monitor_port: settings.nats.monitor_port,
-            stream: settings.ops.stream.clone(),
+            host: config.host,
+            client_host: config.client_host,
+            port: config.port,
+            monitor_port: config.monitor_port,
+            stream: config.stream,
             log: state.log(Some(ServiceName::Nats)),
             store_dir,
         })

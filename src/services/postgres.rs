@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::probe;
-use crate::types::ServiceName;
 use super::error::{Result, ServiceError};
+use super::probe;
 use crate::fetch::PostgresInstall;
-use crate::settings::Settings;
-use crate::types::ProcessIdentity;
+use crate::state::StateDir;
 use crate::supervisor::{
     Account, ChildSpec, RunningChild, log_tail, process, run_to_completion, spawn,
 };
+use crate::types::ProcessIdentity;
+use crate::types::ServiceName;
 
 /// PostgreSQL as opsbox runs it.
 #[derive(Debug, Clone)]
@@ -55,25 +55,43 @@ fn fail(message: impl Into<String>, hint: Option<String>) -> ServiceError {
     }
 }
 
+/// What PostgreSQL needs from the resolved settings.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: IpAddr,
+    /// The address clients use (the host, or loopback when the host is unspecified).
+    pub client_host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The compose database, created on first start.
+    pub database: String,
+    /// `ops/postgres/initdb.d`, run once on a new cluster.
+    pub initdb_dir: Option<PathBuf>,
+}
+
 impl PostgresService {
-    pub fn prepare(settings: &Settings, install: PostgresInstall) -> Result<Self> {
+    pub fn prepare(
+        config: PostgresConfig,
+        state: &StateDir,
+        install: PostgresInstall,
+    ) -> Result<Self> {
         let account = Account::unprivileged_for_root("PostgreSQL")?;
-        let state = &settings.state;
         let parent = state.postgres();
         fs_err::create_dir_all(&parent)
             .map_err(|e| ServiceError::io(format!("cannot create {}", parent.display()), e))?;
         let service = Self {
             install,
             data_dir: state.postgres_data(),
-            host: settings.host,
-            client_host: settings.client_host(),
-            port: settings.postgres.port,
-            user: settings.postgres.user.clone(),
-            password: settings.postgres.password.clone(),
-            database: settings.postgres.database.clone(),
+            host: config.host,
+            client_host: config.client_host,
+            port: config.port,
+            user: config.user,
+            password: config.password,
+            database: config.database,
             account,
             log: state.log(Some(ServiceName::Postgres)),
-            initdb_dir: settings.ops.initdb_dir.clone(),
+            initdb_dir: config.initdb_dir,
         };
         if let Some(account) = &service.account {
             // Our own directories may be opened for traversal (search only, no listing).
@@ -189,8 +207,9 @@ impl PostgresService {
         fs_err::create_dir(&staging)
             .map_err(|e| ServiceError::io(format!("cannot create {}", staging.display()), e))?;
         let password_file = parent.join("initdb.password");
-        fs_err::write(&password_file, format!("{}\n", self.password))
-            .map_err(|e| ServiceError::io(format!("cannot write {}", password_file.display()), e))?;
+        fs_err::write(&password_file, format!("{}\n", self.password)).map_err(|e| {
+            ServiceError::io(format!("cannot write {}", password_file.display()), e)
+        })?;
         for path in [&staging, &password_file] {
             let mode = if path.is_dir() { 0o700 } else { 0o600 };
             fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
@@ -336,8 +355,9 @@ impl PostgresService {
 
     fn move_pid_file_aside(&self, pid_file: &Path) -> Result<PathBuf> {
         let aside = self.data_dir.join("postmaster.pid.stale");
-        fs_err::rename(pid_file, &aside)
-            .map_err(|e| ServiceError::io(format!("cannot move aside {}", pid_file.display()), e))?;
+        fs_err::rename(pid_file, &aside).map_err(|e| {
+            ServiceError::io(format!("cannot move aside {}", pid_file.display()), e)
+        })?;
         Ok(aside)
     }
 
@@ -562,8 +582,9 @@ fn grant_search(dir: &Path, account: &Account) -> Result<()> {
     };
     if !can_search(&meta, account) {
         let mode = meta.permissions().mode() | 0o001;
-        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| ServiceError::io(format!("cannot set permissions of {}", dir.display()), e))?;
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            ServiceError::io(format!("cannot set permissions of {}", dir.display()), e)
+        })?;
     }
     Ok(())
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 
 use super::account::Account;
-use crate::types::ProcessIdentity;
 use super::spawner::on_spawner_thread;
 use super::{SupervisorError, log_tail};
+use crate::types::ProcessIdentity;
 
 /// Everything needed to start a child.
 #[derive(Debug, Clone)]

@@ -10,11 +10,11 @@ use tokio::sync::watch;
 use super::signals::StopRequest;
 use super::{RestartPolicy, RunningChild};
 use crate::error::{Error, Result};
-use crate::types::ServiceName;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Server;
 use crate::state::{ExitRecord, RunFile, ServiceState};
+use crate::types::ServiceName;
 
 /// How long a (re)started child may take to become ready before the attempt counts as failed.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
