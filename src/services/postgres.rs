@@ -15,6 +15,7 @@ use super::error::{Result, ServiceError};
 use super::probe;
 use crate::fetch::PostgresInstall;
 use crate::state::StateDir;
+use crate::supervisor::process::StopOutcome;
 use crate::supervisor::{
     Account, ChildSpec, RunningChild, log_tail, process, run_to_completion, spawn,
 };
@@ -328,17 +329,17 @@ impl PostgresService {
             }
         };
         if self.is_our_postmaster(pid) {
-            identity.signal(Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while identity.is_alive() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if identity.is_alive() {
-                identity.signal_group(Signal::SIGKILL);
-                identity.signal(Signal::SIGKILL);
-                while identity.is_alive() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+            // SIGINT is PostgreSQL's fast shutdown.
+            if identity.stop(Signal::SIGINT, Duration::from_secs(30)).await
+                == StopOutcome::Survived
+            {
+                return Err(fail(
+                    format!(
+                        "a PostgreSQL (pid {pid}) left running on {} by an earlier opsbox survived SIGKILL",
+                        self.data_dir.display()
+                    ),
+                    Some(format!("stop pid {pid} by hand, then run `opsbox up` again")),
+                ));
             }
             return Ok(Some(format!(
                 "stopped a PostgreSQL (pid {pid}) left running on {} by an earlier opsbox",
