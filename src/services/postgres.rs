@@ -330,15 +330,16 @@ impl PostgresService {
         };
         if self.is_our_postmaster(pid) {
             // SIGINT is PostgreSQL's fast shutdown.
-            if identity.stop(Signal::SIGINT, Duration::from_secs(30)).await
-                == StopOutcome::Survived
+            if identity.stop(Signal::SIGINT, Duration::from_secs(30)).await == StopOutcome::Survived
             {
                 return Err(fail(
                     format!(
                         "a PostgreSQL (pid {pid}) left running on {} by an earlier opsbox survived SIGKILL",
                         self.data_dir.display()
                     ),
-                    Some(format!("stop pid {pid} by hand, then run `opsbox up` again")),
+                    Some(format!(
+                        "stop pid {pid} by hand, then run `opsbox up` again"
+                    )),
                 ));
             }
             return Ok(Some(format!(

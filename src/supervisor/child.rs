@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 
 use super::account::Account;
+use super::process::StopOutcome;
 use super::spawner::on_spawner_thread;
 use super::{SupervisorError, log_tail};
-use super::process::StopOutcome;
 use crate::types::ProcessIdentity;
 
 /// Everything needed to start a child.
