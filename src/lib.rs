@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod output;
 pub mod services;
 pub mod settings;
+pub mod stack;
 pub mod state;
 pub mod supervisor;
 pub mod types;

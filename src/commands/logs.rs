@@ -121,7 +121,7 @@ fn emit(prefix: &str, bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(text.len() + 16);
     for line in text.lines() {
-        out.push_str(&prefix);
+        out.push_str(prefix);
         out.push_str(line);
         out.push('\n');
     }

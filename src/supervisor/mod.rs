@@ -8,7 +8,6 @@ pub mod process;
 pub mod restart_policy;
 pub mod signals;
 mod spawner;
-pub mod stack;
 
 use std::path::PathBuf;
 
