@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use opsbox::state::StateLock;
-use opsbox::supervisor::ProcessIdentity;
+use opsbox::types::ProcessIdentity;
 
 use crate::support::processes;
 use crate::support::stack::Opsbox;
@@ -96,9 +96,8 @@ fn up_status_env_logs_down_leave_nothing_behind() {
 
     let logs = stack.run(&["logs", "-n", "5", "nats"]);
     logs.expect_code(0, "opsbox logs -n 5 nats");
-    let file =
-        std::fs::read_to_string(stack.state().log(Some(opsbox::services::ServiceName::Nats)))
-            .expect("the nats log");
+    let file = std::fs::read_to_string(stack.state().log(Some(opsbox::types::ServiceName::Nats)))
+        .expect("the nats log");
     let lines: Vec<&str> = file.lines().collect();
     assert!(
         lines.len() > 5,

@@ -4,9 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use opsbox::services::ServiceName;
 use opsbox::state::{RunFile, ServiceRecord, ServiceState, StateLock};
-use opsbox::supervisor::ProcessIdentity;
+use opsbox::types::ProcessIdentity;
+use opsbox::types::ServiceName;
 
 use super::stack::Opsbox;
 use super::wait_for;
