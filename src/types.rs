@@ -45,7 +45,7 @@ pub struct ProcessIdentity {
 impl ProcessIdentity {
     /// The identity of the live process `pid`, or `None` if there is none (or it is a zombie).
     pub fn of(pid: i32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name (field 2) is in parentheses and may contain spaces: split after the
         // last ')'.
         let rest = &stat[stat.rfind(')')? + 2..];

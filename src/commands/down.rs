@@ -161,7 +161,7 @@ async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 fn remove_run_file(state: &StateDir) -> Result<()> {
     let path = state.run_file();
-    match std::fs::remove_file(&path) {
+    match fs_err::remove_file(&path) {
         Ok(()) => {
             output::info(&format!("removed the stale run file {}", path.display()));
             Ok(())
@@ -226,7 +226,7 @@ fn canonical(path: &Path) -> PathBuf {
 }
 
 fn delete_data(root: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(root) {
+    match fs_err::symlink_metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             output::info(&format!(
                 "no data to delete ({} does not exist)",
@@ -242,7 +242,7 @@ fn delete_data(root: &Path) -> Result<()> {
         }
         Ok(_) => {}
     }
-    std::fs::remove_dir_all(root).map_err(|source| Error::Delete {
+    fs_err::remove_dir_all(root).map_err(|source| Error::Delete {
         path: root.to_path_buf(),
         source,
     })?;

@@ -27,7 +27,7 @@ pub async fn run(global: &GlobalArgs, args: &EnvArgs) -> Result<ExitCode> {
     if args.format == EnvFormat::Github
         && let Some(path) = std::env::var_os("GITHUB_ENV").filter(|p| !p.is_empty())
     {
-        std::fs::OpenOptions::new()
+        fs_err::OpenOptions::new()
             .append(true)
             .create(true)
             .open(&path)

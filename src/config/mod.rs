@@ -59,7 +59,7 @@ impl Ops {
             match dir {
                 Some(dir) => {
                     let path = dir.join(name);
-                    match std::fs::read_to_string(&path) {
+                    match fs_err::read_to_string(&path) {
                         Ok(text) => Ok((path.display().to_string(), text)),
                         Err(source) => Err(ConfigError::Read { path, source }),
                     }
@@ -137,14 +137,14 @@ mod tests {
         for (file, from, to) in edits {
             let copy = tempfile::tempdir().expect("temp dir");
             let ops = copy.path().join("ops");
-            std::fs::create_dir_all(&ops).expect("create ops/");
+            fs_err::create_dir_all(&ops).expect("create ops/");
             for name in ["docker-compose.yml", "nats.conf", "setup_streams.sh"] {
-                std::fs::copy(dir.join(name), ops.join(name)).expect("copy an ops/ file");
+                fs_err::copy(dir.join(name), ops.join(name)).expect("copy an ops/ file");
             }
             let path = ops.join(file);
-            let text = std::fs::read_to_string(&path).expect("read the copy");
+            let text = fs_err::read_to_string(&path).expect("read the copy");
             assert!(text.contains(from), "{file} no longer contains {from:?}");
-            std::fs::write(&path, text.replacen(from, to, 1)).expect("edit the copy");
+            fs_err::write(&path, text.replacen(from, to, 1)).expect("edit the copy");
             let Ok(edited) = Ops::load(Some(&ops)) else {
                 continue; // Refusing the edited file is also a detected difference.
             };

@@ -62,7 +62,7 @@ fn tree_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else {
+        let Ok(entries) = fs_err::read_dir(&current) else {
             continue;
         };
         for entry in entries.flatten() {
@@ -81,7 +81,7 @@ fn tree_size(dir: &Path) -> u64 {
 
 /// The last `lines` lines of a log, reading only its end.
 fn log_tail(path: &Path, lines: usize) -> Vec<String> {
-    let Ok(mut file) = std::fs::File::open(path) else {
+    let Ok(mut file) = fs_err::File::open(path) else {
         return Vec::new();
     };
     let length = file.metadata().map_or(0, |m| m.len());
@@ -206,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
         let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, text).unwrap();
+        fs_err::write(&path, text).unwrap();
         assert_eq!(log_tail(&path, 2), vec!["line 4998", "line 4999"]);
         assert!(log_tail(&dir.path().join("missing"), 3).is_empty());
     }

@@ -132,11 +132,13 @@ impl CacheEntry {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
         let path = parent.join(format!("{file_name}.lock"));
-        let file = std::fs::OpenOptions::new()
+        // The std file underneath: FetchError::Lock names the path itself.
+        let file = fs_err::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
+            .map(fs_err::File::into_file)
             .map_err(subject.io("open the lock file", &path))?;
         let lock_path = path.clone();
         let result = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;

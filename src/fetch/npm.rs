@@ -250,7 +250,7 @@ fn unpack_native(subject: Subject<'_>, tarball: &Path, root: &Path) -> Result<()
         };
         let link_path = root.join(target);
         let _ = fs_err::remove_file(&link_path);
-        std::os::unix::fs::symlink(&link_value, &link_path)
+        fs_err::os::unix::fs::symlink(&link_value, &link_path)
             .map_err(subject.io("create the symlink", &link_path))?;
     }
     Ok(())

@@ -13,7 +13,7 @@ pub(crate) fn process_path() -> OsString {
 
 /// A regular file with an execute bit.
 pub(crate) fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
+    fs_err::metadata(path)
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
 }

@@ -41,7 +41,7 @@ pub struct PostgresService {
 
 /// The major version a data directory was created by, as PostgreSQL records it (`PG_VERSION`).
 pub fn data_directory_major(data_dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(data_dir.join("PG_VERSION"))
+    fs_err::read_to_string(data_dir.join("PG_VERSION"))
         .ok()?
         .trim()
         .parse()
@@ -229,7 +229,7 @@ impl PostgresService {
             // One syncfs of the finished cluster below replaces initdb's file-by-file fsync.
             .arg("--no-sync");
         let result = run_to_completion(&initdb, "initialising the database cluster").await;
-        let _ = std::fs::remove_file(&password_file);
+        let _ = fs_err::remove_file(&password_file);
         result?;
 
         // Start it only for ourselves: no TCP listener on a public address during init. A
@@ -267,7 +267,7 @@ impl PostgresService {
                 e,
             )
         })?;
-        if let Ok(dir) = std::fs::File::open(parent) {
+        if let Ok(dir) = fs_err::File::open(parent) {
             let _ = dir.sync_all();
         }
         Ok(())
@@ -296,7 +296,7 @@ impl PostgresService {
     /// of the old shared memory still refuses while any of its backends is alive.
     pub async fn recover_stale_pid_file(&self, timeout: Duration) -> Result<Option<String>> {
         let pid_file = self.data_dir.join("postmaster.pid");
-        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+        let Ok(text) = fs_err::read_to_string(&pid_file) else {
             return Ok(None);
         };
         let Some(pid) = text
@@ -365,7 +365,7 @@ impl PostgresService {
 
     /// The current length of the server log, to read what one start adds to it.
     pub fn log_length(&self) -> u64 {
-        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+        fs_err::metadata(&self.log).map_or(0, |m| m.len())
     }
 
     /// Whether the server, in what it logged after `offset`, refused to start because of what
@@ -374,7 +374,7 @@ impl PostgresService {
     pub fn refused_for_leftovers_since(&self, offset: u64) -> bool {
         use std::io::{Read, Seek, SeekFrom};
         let mut text = Vec::new();
-        let Ok(mut file) = std::fs::File::open(&self.log) else {
+        let Ok(mut file) = fs_err::File::open(&self.log) else {
             return false;
         };
         if file.seek(SeekFrom::Start(offset)).is_err() || file.read_to_end(&mut text).is_err() {
@@ -392,7 +392,7 @@ impl PostgresService {
             .and_then(|p| p.file_name().map(|n| n == "postgres"))
             .unwrap_or(false)
             || process::command_line(pid).is_some_and(|c| c.contains("postgres"));
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        let cwd = fs_err::read_link(format!("/proc/{pid}/cwd")).ok();
         let data = self.data_dir.canonicalize().ok();
         exe_is_postgres && cwd.is_some() && cwd == data
     }
@@ -563,7 +563,7 @@ impl PostgresService {
 
 /// Whether the postmaster.pid in `data_dir` has reached the "ready" status line.
 fn postmaster_says_ready(data_dir: &Path) -> bool {
-    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+    fs_err::read_to_string(data_dir.join("postmaster.pid"))
         .ok()
         .and_then(|text| text.lines().nth(7).map(|line| line.trim() == "ready"))
         .unwrap_or(false)
@@ -579,7 +579,7 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
 
 /// Give `account` search (x) permission on a directory opsbox owns, when it lacks it.
 fn grant_search(dir: &Path, account: &Account) -> Result<()> {
-    let Ok(meta) = std::fs::metadata(dir) else {
+    let Ok(meta) = fs_err::metadata(dir) else {
         return Ok(());
     };
     if !can_search(&meta, account) {
@@ -602,7 +602,7 @@ fn can_search(meta: &std::fs::Metadata, account: &Account) -> bool {
 fn check_reachable(path: &Path, account: &Account) -> Result<()> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     for dir in absolute.ancestors() {
-        if let Ok(meta) = std::fs::metadata(dir)
+        if let Ok(meta) = fs_err::metadata(dir)
             && !can_search(&meta, account)
         {
             return Err(fail(

@@ -59,7 +59,7 @@ impl RunFileHandle {
     }
 
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = fs_err::remove_file(&self.path);
     }
 }
 

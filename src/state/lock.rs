@@ -1,6 +1,8 @@
 //! The exclusive lock (flock) a running supervisor holds on its data directory.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
+
+use fs_err::OpenOptions;
 use std::path::Path;
 
 use super::{StateDir, StateError};
@@ -53,6 +55,8 @@ fn open(path: &Path) -> Result<File, StateError> {
         .write(true)
         .read(true)
         .open(path)
+        // The std file underneath: StateError::Lock names the path itself.
+        .map(fs_err::File::into_file)
         .map_err(|source| StateError::Lock {
             path: path.to_path_buf(),
             source,

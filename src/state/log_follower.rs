@@ -43,7 +43,7 @@ impl LogFollower {
     /// Open the log and return its last `tail` lines (all when `None`); `None` when there is
     /// no log file.
     pub fn open_at_tail(&mut self, tail: Option<usize>) -> std::io::Result<Option<Vec<u8>>> {
-        let mut file = match File::open(&self.path) {
+        let mut file = match fs_err::File::open(&self.path).map(fs_err::File::into_file) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -66,7 +66,7 @@ impl LogFollower {
     /// New bytes since the last look (complete lines only).
     pub fn poll(&mut self) -> Vec<u8> {
         let mut fresh = Vec::new();
-        let current = std::fs::metadata(&self.path)
+        let current = fs_err::metadata(&self.path)
             .ok()
             .map(|m| ((m.dev(), m.ino()), m.len()));
         let rotated = match (current, self.identity) {

@@ -89,7 +89,10 @@ pub struct RunFile {
 impl RunFile {
     /// Read the run file; `Ok(None)` when there is none.
     pub fn read(path: &Path) -> Result<Option<RunFile>, StateError> {
-        match std::fs::read(path) {
+        // std: StateError::ReadRunFile names the path, fs-err would name it a second time.
+        #[allow(clippy::disallowed_methods)]
+        let read = std::fs::read(path);
+        match read {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes)
                     .map(Some)

@@ -73,7 +73,7 @@ impl SupervisorError {
 
 /// The last `n` lines of a log file (empty when it cannot be read).
 pub fn log_tail(path: &std::path::Path, n: usize) -> Vec<String> {
-    let Ok(text) = std::fs::read(path) else {
+    let Ok(text) = fs_err::read(path) else {
         return Vec::new();
     };
     let text = String::from_utf8_lossy(&text);

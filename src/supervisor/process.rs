@@ -99,13 +99,13 @@ impl ProcessIdentity {
 /// The state letter of `pid` from /proc/PID/stat (`R`, `S`, `D`, `Z` for a zombie, ...), or
 /// `None` when there is no such process.
 pub fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// The command line of `pid`, joined with spaces.
 pub fn command_line(pid: i32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = fs_err::read(format!("/proc/{pid}/cmdline")).ok()?;
     let parts: Vec<String> = raw
         .split(|b| *b == 0)
         .filter(|p| !p.is_empty())
@@ -116,14 +116,14 @@ pub fn command_line(pid: i32) -> Option<String> {
 
 /// The executable of `pid` (needs permission to read /proc/PID/exe).
 pub fn executable(pid: i32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+    fs_err::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
 /// The pid and command line of the process listening on TCP `port`, where /proc lets us see it.
 pub fn port_owner(port: u16) -> Option<(i32, String)> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
+        let Ok(text) = fs_err::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
@@ -147,7 +147,7 @@ pub fn port_owner(port: u16) -> Option<(i32, String)> {
     if inodes.is_empty() {
         return None;
     }
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+    for entry in fs_err::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -155,11 +155,11 @@ pub fn port_owner(port: u16) -> Option<(i32, String)> {
         else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+        let Ok(fds) = fs_err::read_dir(entry.path().join("fd")) else {
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
+            if let Ok(target) = fs_err::read_link(fd.path())
                 && inodes.iter().any(|i| target.as_os_str() == i.as_str())
             {
                 let command = command_line(pid).unwrap_or_else(|| "?".into());

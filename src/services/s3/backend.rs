@@ -170,8 +170,11 @@ impl Backend {
         if is_name_too_long(e) {
             return key_too_long();
         }
+        // The message names the path; fs-err's copy of it is dropped.
+        let text = e.to_string();
+        let cause = crate::fetch::split_path_error(&text).map_or(text.as_str(), |(_, cause)| cause);
         self.log
-            .error(&format!("cannot {action} {}: {e}", path.display()));
+            .error(&format!("cannot {action} {}: {cause}", path.display()));
         internal_error(action)
     }
 
@@ -226,7 +229,7 @@ impl Backend {
     /// The ETag of the object stored under `bucket/key` now, if there is one.
     async fn current_e_tag(&self, bucket: &str, key: &str) -> S3Result<Option<String>> {
         let path = self.layout.object_path(bucket, key);
-        match tokio::fs::metadata(&path).await {
+        match fs_err::tokio::metadata(&path).await {
             Ok(stat) if stat.is_file() => {
                 Ok(Some(self.object_meta(bucket, key, &stat).await?.e_tag))
             }
@@ -251,7 +254,7 @@ impl Backend {
     ) -> S3Result<(PathBuf, std::fs::Metadata, ObjectMeta)> {
         self.require_bucket(bucket)?;
         let path = self.layout.object_path(bucket, key);
-        let stat = match tokio::fs::metadata(&path).await {
+        let stat = match fs_err::tokio::metadata(&path).await {
             Ok(stat) if stat.is_file() => stat,
             _ => return Err(s3_error!(NoSuchKey)),
         };
@@ -271,8 +274,9 @@ impl Backend {
         use s3s::stream::ByteStream as _;
         let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let temp = self.layout.temp_path();
-        let file = tokio::fs::File::create(temp.path())
+        let file = fs_err::tokio::File::create(temp.path())
             .await
+            .map(|file| file.into_parts().0)
             .map_err(|e| self.failed("create temp file", temp.path(), &e))?;
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let on_thread = body
@@ -623,7 +627,10 @@ impl S3 for Backend {
         let input = req.input;
         check_key(&input.key)?;
         let path = self.layout.object_path(&input.bucket, &input.key);
-        let mut file = match tokio::fs::File::open(&path).await {
+        let mut file = match fs_err::tokio::File::open(&path)
+            .await
+            .map(|file| file.into_parts().0)
+        {
             Ok(f) => f,
             Err(e)
                 if matches!(
@@ -678,7 +685,7 @@ impl S3 for Backend {
         let input = req.input;
         check_key(&input.key)?;
         let path = self.layout.object_path(&input.bucket, &input.key);
-        let stat = match tokio::fs::metadata(&path).await {
+        let stat = match fs_err::tokio::metadata(&path).await {
             Ok(s) if s.is_file() => s,
             Ok(_) => return Err(s3_error!(NoSuchKey)),
             Err(e)
@@ -781,7 +788,8 @@ impl S3 for Backend {
             None,
         )
         .await?;
-        let stat = tokio::fs::metadata(self.layout.object_path(&input.bucket, &input.key)).await;
+        let stat =
+            fs_err::tokio::metadata(self.layout.object_path(&input.bucket, &input.key)).await;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(e_tag)),
@@ -979,7 +987,7 @@ impl Backend {
         let _guard = self.key_lock(bucket, key).lock().await;
         self.blocking("delete object", move || {
             for (path, stop) in [(&data, &bucket_dir), (&meta, &meta_dir)] {
-                match std::fs::remove_file(path) {
+                match fs_err::remove_file(path) {
                     Ok(()) => {
                         if let Some(parent) = path.parent() {
                             storage::sync_dir(parent)?;
@@ -991,12 +999,8 @@ impl Backend {
                             e.kind(),
                             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
                         ) || is_name_too_long(&e) => {}
-                    Err(e) => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("failed to remove {}: {e}", path.display()),
-                        ));
-                    }
+                    // fs-err's error already names the path.
+                    Err(e) => return Err(e),
                 }
             }
             Ok(())

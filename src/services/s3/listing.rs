@@ -112,7 +112,7 @@ impl Backend {
                 let mut objects = Vec::with_capacity(wanted.len());
                 for (key, path) in wanted {
                     // The object may be deleted while we list; skip it then.
-                    let Ok(stat) = std::fs::metadata(&path) else {
+                    let Ok(stat) = fs_err::metadata(&path) else {
                         continue;
                     };
                     let meta_path = layout.meta_path(&bucket, &key);

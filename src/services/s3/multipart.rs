@@ -138,7 +138,7 @@ impl Backend {
 
     async fn load_upload(&self, upload_id: &str, bucket: &str, key: &str) -> S3Result<UploadInfo> {
         let path = self.upload_dir_checked(upload_id)?.join("upload.json");
-        let bytes = match tokio::fs::read(&path).await {
+        let bytes = match fs_err::tokio::read(&path).await {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(s3_error!(NoSuchUpload)),
             Err(e) => return Err(self.failed("read upload", &path, &e)),
@@ -237,7 +237,7 @@ impl Backend {
                 fs_err::rename(temp.path(), &data)?;
                 temp.disarm();
                 let json_path = dir.join(format!("part-{number}.json"));
-                let previous: Option<PartInfo> = match std::fs::read(&json_path) {
+                let previous: Option<PartInfo> = match fs_err::read(&json_path) {
                     Ok(bytes) => serde_json::from_slice(&bytes).ok(),
                     Err(_) => None,
                 };
@@ -252,7 +252,7 @@ impl Backend {
                 if let Some(previous) = previous {
                     let old = dir.join(previous.file_name(number));
                     if old != data {
-                        let _ = std::fs::remove_file(old);
+                        let _ = fs_err::remove_file(old);
                     }
                 }
                 Ok(true)
@@ -431,7 +431,7 @@ impl Backend {
         let dir = self.upload_dir_checked(&input.upload_id)?;
         let _guard = self.upload_lock(&input.upload_id).lock().await;
         let completed_path = dir.join("completed.json");
-        if let Ok(bytes) = tokio::fs::read(&completed_path).await {
+        if let Ok(bytes) = fs_err::tokio::read(&completed_path).await {
             let done: CompletedInfo =
                 serde_json::from_slice(&bytes).map_err(|e| self.failed_any("decode upload", e))?;
             let same_parts = done.parts.len() == asked.len()
@@ -470,7 +470,7 @@ impl Backend {
             }
             last_number = number;
             let json_path = dir.join(format!("part-{number}.json"));
-            let stored: PartInfo = match tokio::fs::read(&json_path).await {
+            let stored: PartInfo = match fs_err::tokio::read(&json_path).await {
                 Ok(bytes) => {
                     serde_json::from_slice(&bytes).map_err(|e| self.failed_any("decode part", e))?
                 }
@@ -580,7 +580,7 @@ impl Backend {
                 let mut found = Vec::new();
                 for entry in fs_err::read_dir(&uploads_dir)? {
                     let entry = entry?;
-                    let Ok(bytes) = std::fs::read(entry.path().join("upload.json")) else {
+                    let Ok(bytes) = fs_err::read(entry.path().join("upload.json")) else {
                         continue; // completed, aborted or being removed
                     };
                     let Ok(info) = serde_json::from_slice::<UploadInfo>(&bytes) else {

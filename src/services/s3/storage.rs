@@ -192,7 +192,7 @@ impl TempPath {
 impl Drop for TempPath {
     fn drop(&mut self) {
         if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
+            let _ = fs_err::remove_file(path);
         }
     }
 }
@@ -255,7 +255,7 @@ pub fn remove_empty_parents(path: &Path, stop: &Path) {
             break;
         }
         // remove_dir fails on non-empty directories, which ends the walk.
-        if std::fs::remove_dir(dir).is_err() {
+        if fs_err::remove_dir(dir).is_err() {
             break;
         }
         current = dir.parent();
@@ -263,7 +263,7 @@ pub fn remove_empty_parents(path: &Path, stop: &Path) {
 }
 
 pub fn read_meta(path: &Path) -> io::Result<Option<ObjectMeta>> {
-    match std::fs::read(path) {
+    match fs_err::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -271,10 +271,8 @@ pub fn read_meta(path: &Path) -> io::Result<Option<ObjectMeta>> {
             )
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("failed to read {}: {e}", path.display()),
-        )),
+        // fs-err's error already reads "failed to read from file `PATH`: CAUSE".
+        Err(e) => Err(e),
     }
 }
 

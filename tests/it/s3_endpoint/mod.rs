@@ -675,10 +675,7 @@ async fn bad_digest_leaves_previous_object_untouched() {
         Some(quoted(&md5_hex(b"version one")).as_str())
     );
     if !stock() {
-        assert!(
-            files_under(&s3.root().join(".opsbox-s3/tmp")).is_empty(),
-            "temp files left behind"
-        );
+        assert!(s3.temp_files().is_empty(), "temp files left behind");
     }
 }
 
@@ -822,10 +819,7 @@ async fn data_survives_restart_and_temp_files_are_cleaned() {
         b"still here"
     );
     if !stock() {
-        assert!(
-            files_under(&temp_dir).is_empty(),
-            "temp files survived a restart"
-        );
+        assert!(s3.temp_files().is_empty(), "temp files survived a restart");
     }
     assert_eq!(
         list_keys(&s3.client(), PRESET, "").await,

@@ -7,7 +7,6 @@ use sha2::Digest as _;
 
 use super::semantics::{amz_date, sign_v4};
 use crate::support::endpoint::{Endpoint, PRESET, stock};
-use crate::support::files_under;
 use crate::support::s3::{get, sha256_hex};
 
 fn chunks(body: &[u8], size: usize) -> Vec<Result<Vec<u8>, std::io::Error>> {
@@ -52,10 +51,7 @@ async fn a_chunked_upload_without_content_length_is_stored() {
     assert_eq!(status, 200, "{text}");
     assert!(get(&s3.client(), PRESET, "chunked").await == body);
     if !stock() {
-        assert!(
-            files_under(&s3.root().join(".opsbox-s3/tmp")).is_empty(),
-            "spooled body left behind"
-        );
+        assert!(s3.temp_files().is_empty(), "spooled body left behind");
     }
 }
 

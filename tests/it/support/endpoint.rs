@@ -48,6 +48,13 @@ impl Endpoint {
         self.dir.path().join("root")
     }
 
+    /// The files in opsbox's temp directory under the root (which must exist).
+    pub fn temp_files(&self) -> Vec<PathBuf> {
+        let dir = self.root().join(".opsbox-s3/tmp");
+        assert!(dir.is_dir(), "no temp directory {}", dir.display());
+        super::files_under(&dir)
+    }
+
     pub fn log(&self) -> PathBuf {
         self.dir.path().join("s3.log")
     }
