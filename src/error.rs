@@ -25,6 +25,8 @@ pub enum Error {
     S3(#[from] S3Error),
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    #[error(transparent)]
+    Ports(#[from] crate::ports::PortError),
     #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
     PortInUse {
         service: ServiceName,
@@ -105,6 +107,7 @@ impl Error {
             Error::State(e) => e.hint(),
             Error::Supervisor(e) => e.hint(),
             Error::Console(e) => e.hint(),
+            Error::Ports(e) => e.hint(),
             Error::Config(_) => Some(
                 "fix the file (it is shared with docker compose), or run from a directory without ops/ to use the built-in defaults".into(),
             ),

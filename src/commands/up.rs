@@ -284,6 +284,8 @@ fn initial_run_file(settings: &Settings, detached: bool) -> RunFile {
         console_url: settings
             .console_port
             .map(|port| format!("http://{host}:{port}")),
+        instance: Some(settings.instance.to_string()),
+        ports: Some(settings.ports()),
     }
 }
 
