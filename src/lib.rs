@@ -10,8 +10,10 @@ pub mod output;
 pub mod ports;
 pub mod services;
 pub mod settings;
+pub mod stack;
 pub mod state;
 pub mod supervisor;
+pub mod types;
 
 use std::process::ExitCode;
 

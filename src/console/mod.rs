@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::output::env_format::EnvVars;
-use crate::services::ServiceName;
 use crate::settings::Settings;
+use crate::types::ServiceName;
 
 /// What the console shows and how it reaches each service.
 #[derive(Clone)]

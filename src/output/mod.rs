@@ -6,6 +6,7 @@
 
 pub mod env_format;
 pub mod progress;
+pub mod summary;
 pub mod url;
 
 use std::io::{IsTerminal, Write};

@@ -3,14 +3,16 @@
 
 pub mod instances;
 pub mod lock;
+pub mod log_follower;
 pub mod run_file;
 
 use std::path::{Path, PathBuf};
 
 pub use lock::StateLock;
+pub use log_follower::LogFollower;
 pub use run_file::{ExitRecord, RunFile, ServiceRecord, ServiceState};
 
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
