@@ -185,6 +185,14 @@ pub fn allocate(
     Ok(allocation)
 }
 
+/// Record the ports of an instance started without `--ports auto` (under the host-wide lock,
+/// so an allocation never reads a half-written claim).
+pub fn record(root: &Path, state: &StateDir, record: InstanceRecord) -> Result<(), PortError> {
+    let _lock = HostLock::acquire(root)?;
+    record.write(state)?;
+    Ok(())
+}
+
 /// A new free port for `slot` after its server found the old one taken: chosen and recorded
 /// under the host-wide lock, never one of `avoid` (the ports that failed) or another live
 /// instance's.

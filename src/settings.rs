@@ -228,6 +228,10 @@ impl Settings {
             flag("--project-dir", dir.clone().into_os_string());
         }
         flag("--data-dir", self.state.root.clone().into_os_string());
+        flag("--data-root", self.data_root.clone().into_os_string());
+        if self.instance.is_explicit() {
+            flag("--project", self.instance.as_str().into());
+        }
         flag("--cache-dir", self.cache_dir.clone().into_os_string());
         if self.offline {
             out.push("--offline".into());
@@ -244,16 +248,23 @@ impl Settings {
             out.push(value);
         };
         flag("--host", self.host.to_string().into());
-        flag("--nats-port", self.nats.port.to_string().into());
-        flag(
-            "--nats-monitor-port",
-            self.nats.monitor_port.to_string().into(),
-        );
-        flag("--postgres-port", self.postgres.port.to_string().into());
-        flag("--s3-port", self.s3.port.to_string().into());
+        // Only the ports given by a flag: the others are the compose ports, or with
+        // `--ports auto` chosen by the supervisor itself (it holds the instance's lock).
+        for slot in PortSlot::ALL {
+            if slot != PortSlot::Console
+                && let Some(port) = self.explicit_port(slot)
+            {
+                flag(slot.flag(), port.to_string().into());
+            }
+        }
+        if self.port_mode == PortMode::Auto {
+            flag("--ports", "auto".into());
+        }
         let mut services: Vec<&str> = self.services.iter().map(|s| s.as_str()).collect();
-        if let Some(port) = self.console_port {
-            flag("--console-port", port.to_string().into());
+        if self.console_port.is_some() {
+            if let Some(port) = self.explicit_ports.console_port {
+                flag("--console-port", port.to_string().into());
+            }
             services.push("console");
         }
         flag("--services", services.join(",").into());
@@ -293,7 +304,11 @@ impl Settings {
         if self.port_mode != PortMode::Auto {
             return self;
         }
-        let Some(record) = InstanceRecord::read(&self.state).ok().flatten() else {
+        let Some(record) = InstanceRecord::read(&self.state)
+            .ok()
+            .flatten()
+            .filter(|record| record.auto_ports)
+        else {
             return self;
         };
         let explicit = &self.explicit_ports;

@@ -16,7 +16,11 @@ const MAX_NAME: usize = 63;
 /// A valid instance name, as compose's project names: lowercase letters, digits, `-` and `_`,
 /// starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InstanceName(String);
+pub struct InstanceName {
+    name: String,
+    /// Given with `-p` (else derived from the project or data directory).
+    explicit: bool,
+}
 
 impl InstanceName {
     /// Check a name given with `-p` / `OPSBOX_PROJECT`. A name that breaks the rule is still
@@ -38,7 +42,10 @@ impl InstanceName {
             && name != ".."
             && root.join(name).join(INSTANCE_FILE).is_file();
         if valid || existing {
-            Ok(InstanceName(name.to_string()))
+            Ok(InstanceName {
+                name: name.to_string(),
+                explicit: true,
+            })
         } else {
             Err(StateError::InvalidName {
                 name: name.to_string(),
@@ -48,17 +55,24 @@ impl InstanceName {
 
     /// A name opsbox derived itself (from the project directory): trusted as it is.
     pub fn derived(name: String) -> InstanceName {
-        InstanceName(name)
+        InstanceName {
+            name,
+            explicit: false,
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    pub fn is_explicit(&self) -> bool {
+        self.explicit
     }
 }
 
 impl std::fmt::Display for InstanceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
