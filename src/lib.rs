@@ -34,7 +34,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            output::error(&Error::io("cannot start the async runtime", e));
+            report(&Error::io("cannot start the async runtime", e));
             return ExitCode::from(1);
         }
     };
@@ -44,10 +44,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            output::error(&error);
+            report(&error);
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+fn report(error: &Error) {
+    output::error(error, error.hint(), error.details());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {

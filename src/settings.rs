@@ -4,13 +4,16 @@
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, PortMode, ServiceArg};
 use crate::config::Ops;
+use crate::console::ConsoleConfig;
 use crate::error::{Error, Result};
 use crate::fetch::{DEFAULT_NATS_VERSION, DEFAULT_POSTGRES_VERSION, PostgresRequest};
+use crate::output::env_format::EnvVars;
 use crate::services::nats::NatsConfig;
 use crate::services::postgres::PostgresConfig;
 use crate::services::s3::S3Config;
@@ -430,6 +433,33 @@ impl Settings {
             secret_key: self.s3.secret_key.clone(),
             buckets: self.s3.buckets.clone(),
             log: self.state.log(Some(ServiceName::S3)),
+        }
+    }
+
+    /// What the web console needs; `env` is what `opsbox env` prints, `storage` the S3
+    /// endpoint's own storage when S3 runs in this stack.
+    pub fn console_config(&self, env: EnvVars, storage: Option<Arc<dyn s3s::S3>>) -> ConsoleConfig {
+        let host = self.client_host();
+        let postgres = self.runs(ServiceName::Postgres).then(|| {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host(host.trim_start_matches('[').trim_end_matches(']'))
+                .port(self.postgres.port)
+                .user(&self.postgres.user)
+                .password(&self.postgres.password)
+                .dbname(&self.postgres.database);
+            config
+        });
+        ConsoleConfig {
+            access_key: self.s3.access_key.clone(),
+            secret_key: self.s3.secret_key.clone(),
+            run_file: self.state.run_file(),
+            env,
+            storage: storage.filter(|_| self.runs(ServiceName::S3)),
+            nats_url: self
+                .runs(ServiceName::Nats)
+                .then(|| format!("nats://{host}:{}", self.nats.port)),
+            postgres,
         }
     }
 

@@ -20,7 +20,7 @@ pub use connect::{connection_variables, summary};
 use self::child::{AutoPorts, ChildService};
 use self::run_file::RunFileHandle;
 use crate::cli::PortMode;
-use crate::console::{ConsoleConfig, ConsoleServer};
+use crate::console::ConsoleServer;
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::output;
@@ -183,7 +183,7 @@ pub async fn run(
         .map(|listener| {
             let storage = s3.as_ref().map(S3Server::storage);
             let env = connect::connection_variables(settings, None);
-            ConsoleServer::start(ConsoleConfig::new(settings, env, storage), listener)
+            ConsoleServer::start(settings.console_config(env, storage), listener)
         })
         .transpose()?;
     for (service, child) in &running {
