@@ -364,8 +364,14 @@ mod tests {
         let first = StateDir::new(root.path().join("first"));
         first.create().unwrap();
         let _held = crate::state::StateLock::acquire(&first).unwrap();
-        let mut allocation =
-            allocate(root.path(), &first, host, &auto(&PortSlot::ALL, None), record()).unwrap();
+        let mut allocation = allocate(
+            root.path(),
+            &first,
+            host,
+            &auto(&PortSlot::ALL, None),
+            record(),
+        )
+        .unwrap();
         let first_ports: Vec<u16> = allocation.ports.values().copied().collect();
         // Release every socket: the ports are free again, only the claim protects them.
         for slot in PortSlot::ALL {

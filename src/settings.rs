@@ -321,14 +321,12 @@ impl Settings {
                 PortSlot::NatsMonitor if explicit.nats_monitor_port.is_none() => {
                     self.nats.monitor_port = port
                 }
-                PortSlot::Postgres if explicit.postgres_port.is_none() => {
-                    self.postgres.port = port
-                }
+                PortSlot::Postgres if explicit.postgres_port.is_none() => self.postgres.port = port,
                 PortSlot::S3 if explicit.s3_port.is_none() => self.s3.port = port,
-                PortSlot::Console if explicit.console_port.is_none() => {
-                    if self.console_port.is_some() {
-                        self.console_port = Some(port);
-                    }
+                PortSlot::Console
+                    if explicit.console_port.is_none() && self.console_port.is_some() =>
+                {
+                    self.console_port = Some(port);
                 }
                 _ => {}
             }

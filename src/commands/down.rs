@@ -65,8 +65,7 @@ async fn down_all(global: &GlobalArgs, args: &DownArgs) -> Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    let results =
-        futures::future::join_all(targets.iter().map(|target| down(target, args))).await;
+    let results = futures::future::join_all(targets.iter().map(|target| down(target, args))).await;
     let mut failed = 0;
     for (target, result) in targets.iter().zip(results) {
         if let Err(error) = result {
@@ -92,10 +91,7 @@ async fn down_all(global: &GlobalArgs, args: &DownArgs) -> Result<ExitCode> {
 }
 
 fn has_stale_run_file(instance: &instances::Instance) -> bool {
-    matches!(
-        &instance.presence,
-        Presence::NotRunning { stale: Some(_) }
-    )
+    matches!(&instance.presence, Presence::NotRunning { stale: Some(_) })
 }
 
 /// Stop one instance; with `-v` delete its data.

@@ -114,7 +114,9 @@ fn table(rows: &[Row]) -> String {
         })
         .collect();
     output::table(
-        &["NAME", "STATE", "PROJECT", "PORTS", "DISK", "STARTED", "DATA"],
+        &[
+            "NAME", "STATE", "PROJECT", "PORTS", "DISK", "STARTED", "DATA",
+        ],
         &cells,
     )
 }

@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use super::run_file::{RunFileHandle, mark_ready, unix_now_ms};
 use crate::error::{Error, Result};
 use crate::ports;
-use crate::state::StateDir;
-use crate::state::instances::PortSlot;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
+use crate::state::StateDir;
+use crate::state::instances::PortSlot;
 use crate::state::{ExitRecord, ServiceState};
 use crate::supervisor::signals::StopRequest;
 use crate::supervisor::{RestartPolicy, RunningChild};
@@ -127,7 +127,12 @@ impl ChildService {
                     }
                     Ok::<_, Error>(())
                 };
-                prepared.await.map_err(StartFailure::before_spawn)?;
+                // Initialising runs a server of its own on the port: it can find it taken too.
+                let prepare_offset = postgres.log_length();
+                prepared.await.map_err(|error| StartFailure {
+                    port_taken: ports::log_says_address_in_use(&postgres.log, prepare_offset),
+                    ..StartFailure::before_spawn(error)
+                })?;
                 let log_offset = postgres.log_length();
                 let mut child = crate::supervisor::spawn(&postgres.child_spec())
                     .await

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use crate::output::summary::SummaryFacts;
 use crate::output::{self, env_format::EnvVars};
 use crate::settings::Settings;
-use crate::state::instances::PortSlot;
 use crate::state::RunFile;
+use crate::state::instances::PortSlot;
 use crate::types::ServiceName;
 
 /// The variables, in a stable order. Ports come from `run` (what actually listens) when given.

@@ -146,12 +146,14 @@ impl InstanceRecord {
     pub fn read(state: &StateDir) -> Result<Option<InstanceRecord>, StateError> {
         let path = state.instance_file();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::ReadInstanceFile {
-                    path,
-                    message: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::ReadInstanceFile {
+                        path,
+                        message: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StateError::ReadInstanceFile {
                 path,

@@ -44,7 +44,9 @@ pub enum StateError {
     },
     #[error("the run file {path} is unreadable: {message}")]
     ReadRunFile { path: PathBuf, message: String },
-    #[error("invalid instance name `{name}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit (at most 63)")]
+    #[error(
+        "invalid instance name `{name}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit (at most 63)"
+    )]
     InvalidName { name: String },
     #[error("the instance file {path} is unreadable: {message}")]
     ReadInstanceFile { path: PathBuf, message: String },

@@ -60,7 +60,11 @@ impl Host {
     /// `opsbox ls --json`.
     fn ls(&self) -> Vec<Value> {
         let output = self.run(&["ls", "--json"]);
-        assert!(output.status.success(), "ls failed: {}", text(&output.stderr));
+        assert!(
+            output.status.success(),
+            "ls failed: {}",
+            text(&output.stderr)
+        );
         serde_json::from_slice::<Value>(&output.stdout)
             .unwrap()
             .as_array()
@@ -207,9 +211,11 @@ async fn eight_instances_started_at_once_are_ready_on_distinct_ports_and_isolate
     // A row, a message and an object written to instance 1 ...
     let first = host.instance("ci-1");
     let pg = postgres(port(&first, "postgres")).await;
-    pg.batch_execute("CREATE TABLE isolation_probe (id int); INSERT INTO isolation_probe VALUES (1)")
-        .await
-        .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE isolation_probe (id int); INSERT INTO isolation_probe VALUES (1)",
+    )
+    .await
+    .unwrap();
     let nats = async_nats::connect(format!("nats://127.0.0.1:{}", port(&first, "nats")))
         .await
         .unwrap();
@@ -220,7 +226,12 @@ async fn eight_instances_started_at_once_are_ready_on_distinct_ports_and_isolate
         .await
         .unwrap();
     let s3_first = s3::client(port(&first, "s3"), true);
-    s3_first.create_bucket().bucket("isolation").send().await.unwrap();
+    s3_first
+        .create_bucket()
+        .bucket("isolation")
+        .send()
+        .await
+        .unwrap();
     s3_first
         .put_object()
         .bucket("isolation")
@@ -267,7 +278,11 @@ async fn eight_instances_started_at_once_are_ready_on_distinct_ports_and_isolate
     assert!(!host.root.path().join("ci-2").exists());
     for name in names.iter().filter(|n| *n != "ci-2") {
         let status = host.run(&["-p", name, "status", "--json"]);
-        assert!(status.status.success(), "`{name}`: {}", text(&status.stderr));
+        assert!(
+            status.status.success(),
+            "`{name}`: {}",
+            text(&status.stderr)
+        );
         let report: Value = serde_json::from_slice(&status.stdout).unwrap();
         for service in report["services"].as_array().unwrap() {
             assert_eq!(service["state"], "ready", "`{name}`: {report}");
@@ -331,7 +346,11 @@ async fn two_worktrees_of_one_repository_are_two_instances_without_flags() {
             .args(args)
             .output()
             .unwrap();
-        assert!(output.status.success(), "git {args:?}: {}", text(&output.stderr));
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            text(&output.stderr)
+        );
     };
     git(&["init", "-q"]);
     git(&["add", "ops"]);
@@ -342,7 +361,10 @@ async fn two_worktrees_of_one_repository_are_two_instances_without_flags() {
 
     let took = host.up_all_at_once(vec![
         (host.command_in(repo), vec!["--ports".into(), "auto".into()]),
-        (host.command_in(&worktree), vec!["--ports".into(), "auto".into()]),
+        (
+            host.command_in(&worktree),
+            vec!["--ports".into(), "auto".into()],
+        ),
     ]);
     eprintln!("two worktrees: both ready after {took:?}");
     let rows = host.ls();
@@ -351,9 +373,12 @@ async fn two_worktrees_of_one_repository_are_two_instances_without_flags() {
         .iter()
         .map(|row| PathBuf::from(row["project_dir"].as_str().unwrap()))
         .collect();
-    let expected: HashSet<PathBuf> = [repo.canonicalize().unwrap(), worktree.canonicalize().unwrap()]
-        .into_iter()
-        .collect();
+    let expected: HashSet<PathBuf> = [
+        repo.canonicalize().unwrap(),
+        worktree.canonicalize().unwrap(),
+    ]
+    .into_iter()
+    .collect();
     let found: HashSet<PathBuf> = projects.iter().map(|p| p.canonicalize().unwrap()).collect();
     assert_eq!(found, expected);
     for row in &rows {
@@ -373,7 +398,9 @@ async fn two_worktrees_of_one_repository_are_two_instances_without_flags() {
         let own = rows
             .iter()
             .find(|r| {
-                PathBuf::from(r["project_dir"].as_str().unwrap()).canonicalize().unwrap()
+                PathBuf::from(r["project_dir"].as_str().unwrap())
+                    .canonicalize()
+                    .unwrap()
                     == dir.canonicalize().unwrap()
             })
             .unwrap();
@@ -399,7 +426,11 @@ async fn an_instance_gets_its_ports_back_after_down_when_they_are_free() {
     assert!(host.run(&["-p", "stable", "down"]).status.success());
     assert_eq!(host.instance("stable")["state"], "stopped");
     host.up_named(&name, &services);
-    assert_eq!(ports(&host.instance("stable")), before, "same ports after down + up");
+    assert_eq!(
+        ports(&host.instance("stable")),
+        before,
+        "same ports after down + up"
+    );
 
     // A port taken by someone else meanwhile is replaced; the others stay.
     assert!(host.run(&["-p", "stable", "down"]).status.success());
@@ -411,7 +442,10 @@ async fn an_instance_gets_its_ports_back_after_down_when_they_are_free() {
         if slot == "s3" {
             assert_ne!(*port, s3_port, "s3 kept a port someone else holds");
         } else {
-            assert!(before.contains(&(slot.clone(), *port)), "{slot} moved: {after:?}");
+            assert!(
+                before.contains(&(slot.clone(), *port)),
+                "{slot} moved: {after:?}"
+            );
         }
     }
     drop(squatter);
@@ -451,7 +485,10 @@ fn an_invalid_instance_name_is_refused_with_the_rule() {
     let output = host.run(&["-p", "Bad Name", "status"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("invalid instance name `Bad Name`"), "{stderr}");
+    assert!(
+        stderr.contains("invalid instance name `Bad Name`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("lowercase letters, digits"), "{stderr}");
 }
 
@@ -497,12 +534,20 @@ async fn eight_first_fetches_into_an_empty_cache_download_each_binary_once() {
         assert!(output.status.success(), "{}", text(&output.stderr));
     }
     assert_eq!(mirror.requests_for(&nats_path), 1, "nats-server downloads");
-    assert_eq!(mirror.requests_for(&postgres_path), 1, "PostgreSQL downloads");
+    assert_eq!(
+        mirror.requests_for(&postgres_path),
+        1,
+        "PostgreSQL downloads"
+    );
     // Every entry carries its verification record and runs.
     let nats = cache.path().join("nats-server").join(NATS_VERSION);
     let postgres = cache.path().join("postgresql").join(POSTGRES_VERSION);
     for entry in [&nats, &postgres] {
-        assert!(entry.join(".opsbox-verified").is_file(), "{}", entry.display());
+        assert!(
+            entry.join(".opsbox-verified").is_file(),
+            "{}",
+            entry.display()
+        );
     }
     let version = Command::new(nats.join("nats-server"))
         .arg("--version")

@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpListener};
 
 use crate::cli::PortMode;
 use crate::console;
-use crate::ports::{self, PortError, Want};
 use crate::error::{Error, Result};
+use crate::ports::{self, PortError, Want};
 use crate::services::ServiceError;
 use crate::settings::Settings;
 use crate::stack::Listeners;
@@ -79,7 +79,10 @@ fn choose(settings: &mut Settings) -> Result<Listeners> {
 fn name_holder(error: Error, settings: &Settings) -> Error {
     let (port, slot) = match &error {
         Error::PortInUse {
-            port, ours: false, flag, ..
+            port,
+            ours: false,
+            flag,
+            ..
         } => (
             *port,
             PortSlot::ALL
@@ -87,9 +90,7 @@ fn name_holder(error: Error, settings: &Settings) -> Error {
                 .find(|slot| slot.flag() == *flag)
                 .unwrap_or(PortSlot::Nats),
         ),
-        Error::Console(console::ConsoleError::PortInUse { port, .. }) => {
-            (*port, PortSlot::Console)
-        }
+        Error::Console(console::ConsoleError::PortInUse { port, .. }) => (*port, PortSlot::Console),
         _ => return error,
     };
     let (held_by, instance) = ports::describe_holder(&settings.data_root, &settings.state, port);
