@@ -28,15 +28,33 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The project directory holding ops/ (default: walk up from the working directory).
+    /// The instance's name, as compose's -p (lowercase letters, digits, - and _). Default: one
+    /// derived from the project directory, so each checkout or git worktree is its own
+    /// instance. `opsbox ls` lists them.
+    #[arg(
+        short = 'p',
+        long = "project",
+        global = true,
+        env = "OPSBOX_PROJECT",
+        value_name = "NAME"
+    )]
+    pub project: Option<String>,
+
+    /// The project directory holding ops/ (default: walk up from the working directory; with
+    /// -p, the directory that instance was started from).
     #[arg(long, global = true, env = "OPSBOX_PROJECT_DIR", value_name = "DIR")]
     pub project_dir: Option<PathBuf>,
 
-    /// Where this project's data, logs and run files live.
+    /// Where this instance's data, logs and run files live (default: <data root>/<name>).
     #[arg(long, global = true, env = "OPSBOX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Where the instances of this user live, one directory each (default: the user's data
+    /// dir, as root /var/lib/opsbox/projects). `opsbox ls` lists what is here.
+    #[arg(long, global = true, env = "OPSBOX_DATA_ROOT", value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
 
     /// Where downloaded binaries are cached (shared between projects).
     #[arg(long, global = true, env = "OPSBOX_CACHE_DIR", value_name = "DIR")]
@@ -65,6 +83,8 @@ pub enum Command {
     /// Show each service's state, pid, address, uptime and data dir.
     #[command(visible_alias = "ps")]
     Status(StatusArgs),
+    /// List every instance of this user on this host, running or stopped with data.
+    Ls(LsArgs),
     /// Show service logs.
     Logs(LogsArgs),
     /// Print connection settings for applications (NATS_URL, DATABASE_URL, AWS_*...).
@@ -104,11 +124,26 @@ pub struct UpArgs {
     #[arg(long, env = "OPSBOX_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
 
+    /// `auto`: a free port for every service whose port flag is not given, chosen without
+    /// races between instances starting at once, and kept for this instance's next `up`
+    /// while still free. Default: the compose ports.
+    #[arg(long = "ports", env = "OPSBOX_PORTS", value_enum, value_name = "MODE")]
+    pub port_mode: Option<PortMode>,
+
     #[command(flatten)]
     pub ports: PortArgs,
 
     #[command(flatten)]
     pub binaries: BinaryArgs,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum PortMode {
+    /// The compose ports (or the port flags).
+    #[default]
+    Compose,
+    /// Free ports chosen by opsbox.
+    Auto,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -154,7 +189,17 @@ pub struct BinaryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DownArgs {
+    /// Stop every instance of this user on this host (with -v: delete all their data).
+    #[arg(long)]
+    pub all: bool,
     /// Also delete the project's data (never the binary cache).
     #[arg(short = 'v', long)]
     pub volumes: bool,
@@ -196,6 +241,10 @@ pub struct EnvArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = EnvFormat::Sh)]
     pub format: EnvFormat,
+    /// With `auto`, and the stack not running: the ports its next `up --ports auto` tries
+    /// first (those it used last).
+    #[arg(long = "ports", env = "OPSBOX_PORTS", value_enum, value_name = "MODE")]
+    pub port_mode: Option<PortMode>,
     #[command(flatten)]
     pub ports: PortArgs,
     /// Address clients should use (default 127.0.0.1).

@@ -27,6 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Console(#[from] ConsoleError),
     #[error(transparent)]
+    Ports(#[from] crate::ports::PortError),
+    #[error(transparent)]
     Service(#[from] ServiceError),
     #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
     PortInUse {
@@ -94,6 +96,7 @@ impl Error {
             Error::State(e) => e.hint(),
             Error::Supervisor(e) => e.hint(),
             Error::Console(e) => e.hint(),
+            Error::Ports(e) => e.hint(),
             Error::Config(_) => Some(
                 "fix the file (it is shared with docker compose), or run from a directory without ops/ to use the built-in defaults".into(),
             ),

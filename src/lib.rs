@@ -7,6 +7,7 @@ pub mod console;
 pub mod error;
 pub mod fetch;
 pub mod output;
+pub mod ports;
 pub mod services;
 pub mod settings;
 pub mod stack;
@@ -60,6 +61,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Supervise(args) => commands::up::run(global, args, true).await,
         Command::Down(args) => commands::down::run(global, args).await,
         Command::Status(args) => commands::status::run(global, args).await,
+        Command::Ls(args) => commands::ls::run(global, args),
         Command::Logs(args) => commands::logs::run(global, args).await,
         Command::Env(args) => commands::env::run(global, args).await,
         Command::Fetch(args) => commands::fetch::run(global, args).await,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg};
+use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, PortMode, ServiceArg};
 use crate::config::Ops;
 use crate::console::ConsoleConfig;
 use crate::error::{Error, Result};
@@ -18,6 +18,7 @@ use crate::services::nats::NatsConfig;
 use crate::services::postgres::PostgresConfig;
 use crate::services::s3::S3Config;
 use crate::state::StateDir;
+use crate::state::instances::{InstanceName, InstanceRecord, PortSlot};
 use crate::types::ServiceName;
 
 #[derive(Debug, Clone)]
@@ -25,7 +26,15 @@ pub struct Settings {
     pub ops: Ops,
     /// The project directory (parent of ops/), when one was found.
     pub project_dir: Option<PathBuf>,
+    /// The instance's name (`-p`, else derived from the project directory).
+    pub instance: InstanceName,
+    /// Where this user's instances live (the ports lock and `opsbox ls` look here).
+    pub data_root: PathBuf,
     pub state: StateDir,
+    /// `--ports auto`: ports not given by a flag are chosen by `up` (see `ports.rs`).
+    pub port_mode: PortMode,
+    /// The port flags as given (with `--ports auto`, these stay fixed).
+    pub explicit_ports: PortArgs,
     pub cache_dir: PathBuf,
     pub offline: bool,
     pub quiet: bool,
@@ -117,9 +126,22 @@ impl Settings {
         };
         let ops = Ops::load(ops_dir.as_deref())?;
 
+        let data_root = match &global.data_root {
+            Some(dir) => absolute(dir),
+            None => default_data_root(),
+        };
+        let instance = match (&global.project, &global.data_dir) {
+            (Some(name), _) => InstanceName::parse(name, &data_root)?,
+            (None, Some(dir)) => InstanceName::derived(
+                absolute(dir)
+                    .file_name()
+                    .map_or("default".into(), |n| n.to_string_lossy().into_owned()),
+            ),
+            (None, None) => InstanceName::derived(project_key(project_dir.as_deref())),
+        };
         let data_dir = match &global.data_dir {
             Some(dir) => absolute(dir),
-            None => default_data_root().join(project_key(project_dir.as_deref())),
+            None => data_root.join(instance.as_str()),
         };
         let cache_dir = match &global.cache_dir {
             Some(dir) => absolute(dir),
@@ -177,7 +199,11 @@ impl Settings {
         Ok(Settings {
             ops,
             project_dir,
+            instance,
+            data_root,
             state: StateDir::new(data_dir),
+            port_mode: PortMode::Compose,
+            explicit_ports: ports.clone(),
             cache_dir,
             offline: global.offline,
             quiet: global.quiet,
@@ -205,6 +231,10 @@ impl Settings {
             flag("--project-dir", dir.clone().into_os_string());
         }
         flag("--data-dir", self.state.root.clone().into_os_string());
+        flag("--data-root", self.data_root.clone().into_os_string());
+        if self.instance.is_explicit() {
+            flag("--project", self.instance.as_str().into());
+        }
         flag("--cache-dir", self.cache_dir.clone().into_os_string());
         if self.offline {
             out.push("--offline".into());
@@ -221,16 +251,23 @@ impl Settings {
             out.push(value);
         };
         flag("--host", self.host.to_string().into());
-        flag("--nats-port", self.nats.port.to_string().into());
-        flag(
-            "--nats-monitor-port",
-            self.nats.monitor_port.to_string().into(),
-        );
-        flag("--postgres-port", self.postgres.port.to_string().into());
-        flag("--s3-port", self.s3.port.to_string().into());
+        // Only the ports given by a flag: the others are the compose ports, or with
+        // `--ports auto` chosen by the supervisor itself (it holds the instance's lock).
+        for slot in PortSlot::ALL {
+            if slot != PortSlot::Console
+                && let Some(port) = self.explicit_port(slot)
+            {
+                flag(slot.flag(), port.to_string().into());
+            }
+        }
+        if self.port_mode == PortMode::Auto {
+            flag("--ports", "auto".into());
+        }
         let mut services: Vec<&str> = self.services.iter().map(|s| s.as_str()).collect();
-        if let Some(port) = self.console_port {
-            flag("--console-port", port.to_string().into());
+        if self.console_port.is_some() {
+            if let Some(port) = self.explicit_ports.console_port {
+                flag("--console-port", port.to_string().into());
+            }
             services.push("console");
         }
         flag("--services", services.join(",").into());
@@ -251,15 +288,109 @@ impl Settings {
         out
     }
 
-    /// Settings for commands that only need the project (no host, port or binary flags).
+    /// Settings for commands that only need the project (no host, port or binary flags), of
+    /// an existing instance (see [`Settings::existing_instance`]).
     pub fn for_project(global: &GlobalArgs) -> Result<Settings> {
         Self::resolve(
-            global,
+            &Self::existing_instance(global),
             None,
             &PortArgs::default(),
             &BinaryArgs::default(),
             &[],
         )
+    }
+
+    /// With `--ports auto`: every port no flag fixed starts as the one this instance used last
+    /// (`instance.json`), which `up` keeps when it is still free.
+    pub fn with_port_mode(mut self, mode: Option<PortMode>) -> Settings {
+        self.port_mode = mode.unwrap_or_default();
+        if self.port_mode != PortMode::Auto {
+            return self;
+        }
+        let Some(record) = InstanceRecord::read(&self.state)
+            .ok()
+            .flatten()
+            .filter(|record| record.auto_ports)
+        else {
+            return self;
+        };
+        let explicit = &self.explicit_ports;
+        for (slot, port) in record.ports {
+            match slot {
+                PortSlot::Nats if explicit.nats_port.is_none() => self.nats.port = port,
+                PortSlot::NatsMonitor if explicit.nats_monitor_port.is_none() => {
+                    self.nats.monitor_port = port
+                }
+                PortSlot::Postgres if explicit.postgres_port.is_none() => self.postgres.port = port,
+                PortSlot::S3 if explicit.s3_port.is_none() => self.s3.port = port,
+                PortSlot::Console
+                    if explicit.console_port.is_none() && self.console_port.is_some() =>
+                {
+                    self.console_port = Some(port);
+                }
+                _ => {}
+            }
+        }
+        self
+    }
+
+    /// The port flag given for `slot`, if any.
+    pub fn explicit_port(&self, slot: PortSlot) -> Option<u16> {
+        let explicit = &self.explicit_ports;
+        match slot {
+            PortSlot::Nats => explicit.nats_port,
+            PortSlot::NatsMonitor => explicit.nats_monitor_port,
+            PortSlot::Postgres => explicit.postgres_port,
+            PortSlot::S3 => explicit.s3_port,
+            PortSlot::Console => explicit.console_port,
+        }
+    }
+
+    /// The current port of `slot` (`None` when the stack does not run it).
+    pub fn port(&self, slot: PortSlot) -> Option<u16> {
+        match slot {
+            PortSlot::Nats => self.runs(ServiceName::Nats).then_some(self.nats.port),
+            PortSlot::NatsMonitor => self
+                .runs(ServiceName::Nats)
+                .then_some(self.nats.monitor_port),
+            PortSlot::Postgres => self
+                .runs(ServiceName::Postgres)
+                .then_some(self.postgres.port),
+            PortSlot::S3 => self.runs(ServiceName::S3).then_some(self.s3.port),
+            PortSlot::Console => self.console_port,
+        }
+    }
+
+    /// Set the port of `slot` (after `--ports auto` chose it).
+    pub fn set_port(&mut self, slot: PortSlot, port: u16) {
+        match slot {
+            PortSlot::Nats => self.nats.port = port,
+            PortSlot::NatsMonitor => self.nats.monitor_port = port,
+            PortSlot::Postgres => self.postgres.port = port,
+            PortSlot::S3 => self.s3.port = port,
+            PortSlot::Console => self.console_port = Some(port),
+        }
+    }
+
+    /// Every port of the stack, by slot.
+    pub fn ports(&self) -> crate::state::instances::PortSet {
+        PortSlot::ALL
+            .iter()
+            .filter_map(|&slot| self.port(slot).map(|port| (slot, port)))
+            .collect()
+    }
+
+    /// What `instance.json` says about this instance now (ports filled in by the caller).
+    pub fn instance_record(&self) -> InstanceRecord {
+        InstanceRecord {
+            name: self.instance.to_string(),
+            project_dir: self.project_dir.clone(),
+            auto_ports: self.port_mode == PortMode::Auto,
+            ports: self.ports(),
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
     }
 
     pub fn runs(&self, service: ServiceName) -> bool {
@@ -339,6 +470,51 @@ impl Settings {
             self.host.to_string()
         }
     }
+}
+
+impl Settings {
+    /// The flags for a command acting on an existing instance (`status`, `logs`, `env`,
+    /// `down`): with `-p NAME` and no `--project-dir`, the project that instance was started
+    /// from, so `opsbox -p ci-3 env` works from any directory.
+    pub fn existing_instance(global: &GlobalArgs) -> GlobalArgs {
+        let mut global = global.clone();
+        if global.project_dir.is_some() {
+            return global;
+        }
+        let Some(name) = &global.project else {
+            return global;
+        };
+        let root = data_root(&global);
+        let dir = global
+            .data_dir
+            .as_deref()
+            .map_or_else(|| root.join(name), absolute);
+        let recorded = InstanceRecord::read(&StateDir::new(dir))
+            .ok()
+            .flatten()
+            .and_then(|record| record.project_dir)
+            .filter(|dir| dir.join("ops").join("docker-compose.yml").is_file());
+        if recorded.is_some() {
+            global.project_dir = recorded;
+        }
+        global
+    }
+}
+
+/// The directory holding every instance of this user: `--data-root`, else the default.
+pub fn data_root(global: &GlobalArgs) -> PathBuf {
+    global
+        .data_root
+        .as_deref()
+        .map_or_else(default_data_root, absolute)
+}
+
+/// The binary cache: `--cache-dir`, else the default.
+pub fn cache_dir(global: &GlobalArgs) -> PathBuf {
+    global
+        .cache_dir
+        .as_deref()
+        .map_or_else(default_cache_dir, absolute)
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -10,7 +10,8 @@ use nix::sys::signal::Signal;
 use crate::cli::{DownArgs, GlobalArgs};
 use crate::error::{Error, Result};
 use crate::output;
-use crate::settings::Settings;
+use crate::settings::{self, Settings};
+use crate::state::instances;
 use crate::state::{self, Presence, RunFile, StateDir, StateLock};
 use crate::supervisor::process::{KILL_WAIT, StopOutcome};
 
@@ -20,11 +21,85 @@ const POLL: Duration = Duration::from_millis(10);
 const STARTING_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(global: &GlobalArgs, args: &DownArgs) -> Result<ExitCode> {
+    if args.all {
+        return down_all(global, args).await;
+    }
     let settings = Settings::for_project(global)?;
-    let state = &settings.state;
+    let target = Target {
+        name: settings.instance.to_string(),
+        state: settings.state.clone(),
+        cache_dir: settings.cache_dir.clone(),
+        project_dir: settings.project_dir.clone(),
+    };
+    down(&target, args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The instance `down` acts on.
+struct Target {
+    name: String,
+    state: StateDir,
+    cache_dir: PathBuf,
+    project_dir: Option<PathBuf>,
+}
+
+/// `down --all`: every instance under the data root, in parallel (each is its own supervisor).
+/// Instances of other users live under their own data root and are never touched.
+async fn down_all(global: &GlobalArgs, args: &DownArgs) -> Result<ExitCode> {
+    let root = settings::data_root(global);
+    let cache_dir = settings::cache_dir(global);
+    let targets: Vec<Target> = instances::list(&root)
+        .into_iter()
+        .filter(|instance| args.volumes || instance.is_live() || has_stale_run_file(instance))
+        .map(|instance| Target {
+            project_dir: instance.project_dir(),
+            name: instance.name,
+            state: instance.state,
+            cache_dir: cache_dir.clone(),
+        })
+        .collect();
+    if targets.is_empty() {
+        output::info(&format!(
+            "no running opsbox instances under {}",
+            root.display()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let results = futures::future::join_all(targets.iter().map(|target| down(target, args))).await;
+    let mut failed = 0;
+    for (target, result) in targets.iter().zip(results) {
+        if let Err(error) = result {
+            failed += 1;
+            output::warn(&format!("instance `{}`: {error}", target.name));
+            if let Some(hint) = error.hint() {
+                output::info(&format!("  hint: {hint}"));
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Message(format!(
+            "{failed} of {} instances did not stop cleanly (see above)",
+            targets.len()
+        )));
+    }
+    output::info(&format!(
+        "stopped {} instance{}",
+        targets.len(),
+        if targets.len() == 1 { "" } else { "s" }
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn has_stale_run_file(instance: &instances::Instance) -> bool {
+    matches!(&instance.presence, Presence::NotRunning { stale: Some(_) })
+}
+
+/// Stop one instance; with `-v` delete its data.
+async fn down(target: &Target, args: &DownArgs) -> Result<()> {
+    let state = &target.state;
     // Check before stopping anything, so a refused delete has no side effects.
     if args.volumes {
-        check_deletable(&settings)?;
+        check_deletable(target)?;
     }
     let timeout = Duration::from_secs(args.timeout);
 
@@ -57,9 +132,9 @@ pub async fn run(global: &GlobalArgs, args: &DownArgs) -> Result<ExitCode> {
     }
 
     if args.volumes {
-        delete_data(&settings.state.root)?;
+        delete_data(&state.root)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The presence of a supervisor; a starting one gets a moment to write its run file.
@@ -175,11 +250,11 @@ fn remove_run_file(state: &StateDir) -> Result<()> {
 }
 
 /// Refuse to delete a data directory that is obviously not only opsbox data.
-fn check_deletable(settings: &Settings) -> Result<()> {
-    let data = canonical(&settings.state.root);
+fn check_deletable(target: &Target) -> Result<()> {
+    let data = canonical(&target.state.root);
     let refuse = |reason: String| {
         Err(Error::DeleteRefused {
-            path: settings.state.root.clone(),
+            path: target.state.root.clone(),
             reason,
         })
     };
@@ -197,7 +272,7 @@ fn check_deletable(settings: &Settings) -> Result<()> {
             ));
         }
     }
-    let cache = canonical(&settings.cache_dir);
+    let cache = canonical(&target.cache_dir);
     if data == cache {
         return refuse("the binary cache directory".into());
     }
@@ -207,7 +282,7 @@ fn check_deletable(settings: &Settings) -> Result<()> {
             cache.display()
         ));
     }
-    if let Some(project) = settings.project_dir.as_deref().map(canonical)
+    if let Some(project) = target.project_dir.as_deref().map(canonical)
         && project.starts_with(&data)
     {
         return refuse(format!(

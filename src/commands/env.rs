@@ -14,12 +14,13 @@ use crate::state;
 
 pub async fn run(global: &GlobalArgs, args: &EnvArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(
-        global,
+        &Settings::existing_instance(global),
         Some(args.host),
         &args.ports,
         &BinaryArgs::default(),
         &[],
-    )?;
+    )?
+    .with_port_mode(args.port_mode);
     let run = state::running(&settings.state)?;
     let vars = stack::connection_variables(&settings, run.as_ref());
     let text = output::env_format::render(&vars, args.format);

@@ -5,5 +5,6 @@ pub mod down;
 pub mod env;
 pub mod fetch;
 pub mod logs;
+pub mod ls;
 pub mod status;
 pub mod up;

@@ -1,6 +1,8 @@
 //! The services that run as child processes: start one until ready, start all in parallel,
 //! and watch one, restarting it as the restart policy says.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -8,8 +10,11 @@ use tokio::sync::watch;
 
 use super::run_file::{RunFileHandle, mark_ready, unix_now_ms};
 use crate::error::{Error, Result};
+use crate::ports;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
+use crate::state::StateDir;
+use crate::state::instances::PortSlot;
 use crate::state::{ExitRecord, ServiceState};
 use crate::supervisor::signals::StopRequest;
 use crate::supervisor::{RestartPolicy, RunningChild};
@@ -84,6 +89,7 @@ impl ChildService {
     ) -> std::result::Result<RunningChild, StartFailure> {
         match self {
             ChildService::Nats(nats) => {
+                let log_offset = fs_err::metadata(&nats.log).map_or(0, |m| m.len());
                 let mut child = crate::supervisor::spawn(&nats.child_spec())
                     .await
                     .map_err(|e| StartFailure::before_spawn(e.into()))?;
@@ -98,6 +104,7 @@ impl ChildService {
                         error: error.into(),
                         exit: Some(child.stop(Duration::from_secs(5)).await),
                         transient: false,
+                        port_taken: ports::log_says_address_in_use(&nats.log, log_offset),
                     }),
                 }
             }
@@ -120,7 +127,12 @@ impl ChildService {
                     }
                     Ok::<_, Error>(())
                 };
-                prepared.await.map_err(StartFailure::before_spawn)?;
+                // Initialising runs a server of its own on the port: it can find it taken too.
+                let prepare_offset = postgres.log_length();
+                prepared.await.map_err(|error| StartFailure {
+                    port_taken: ports::log_says_address_in_use(&postgres.log, prepare_offset),
+                    ..StartFailure::before_spawn(error)
+                })?;
                 let log_offset = postgres.log_length();
                 let mut child = crate::supervisor::spawn(&postgres.child_spec())
                     .await
@@ -136,6 +148,7 @@ impl ChildService {
                         error: error.into(),
                         exit: Some(child.stop(Duration::from_secs(10)).await),
                         transient: postgres.refused_for_leftovers_since(log_offset),
+                        port_taken: ports::log_says_address_in_use(&postgres.log, log_offset),
                     }),
                 }
             }
@@ -153,6 +166,9 @@ pub struct StartFailure {
     /// behind (a lock or shared memory of processes still exiting): that clears by itself, so
     /// even a first start retries it.
     pub transient: bool,
+    /// The server could not bind its port (another program took it after the port was
+    /// chosen): with `--ports auto`, the start is retried on a new port.
+    pub port_taken: bool,
 }
 
 impl StartFailure {
@@ -161,7 +177,44 @@ impl StartFailure {
             error,
             exit: None,
             transient: false,
+            port_taken: false,
         }
+    }
+}
+
+impl ChildService {
+    /// The port slots of this service that `--ports auto` may move.
+    fn port_slots(&self) -> &'static [PortSlot] {
+        match self {
+            ChildService::Nats(_) => &[PortSlot::Nats, PortSlot::NatsMonitor],
+            ChildService::Postgres(_) => &[PortSlot::Postgres],
+        }
+    }
+
+    pub fn port(&self, slot: PortSlot) -> Option<u16> {
+        match (self, slot) {
+            (ChildService::Nats(nats), PortSlot::Nats) => Some(nats.port),
+            (ChildService::Nats(nats), PortSlot::NatsMonitor) => Some(nats.monitor_port),
+            (ChildService::Postgres(postgres), PortSlot::Postgres) => Some(postgres.port),
+            _ => None,
+        }
+    }
+
+    fn set_port(&mut self, slot: PortSlot, port: u16) {
+        match (self, slot) {
+            (ChildService::Nats(nats), PortSlot::Nats) => nats.port = port,
+            (ChildService::Nats(nats), PortSlot::NatsMonitor) => nats.monitor_port = port,
+            (ChildService::Postgres(postgres), PortSlot::Postgres) => postgres.port = port,
+            _ => {}
+        }
+    }
+
+    /// Every (slot, port) of this service.
+    pub fn ports(&self) -> Vec<(PortSlot, u16)> {
+        self.port_slots()
+            .iter()
+            .filter_map(|&slot| self.port(slot).map(|port| (slot, port)))
+            .collect()
     }
 }
 
@@ -290,20 +343,45 @@ pub async fn watch_child(
     }
 }
 
+/// How often a server may find its freshly chosen port taken before the start fails.
+const PORT_RETRIES: usize = 5;
+
 /// Start one service; a start refused only because of a hard crash's leftovers is retried,
-/// with backoff, until `timeout` has passed.
-async fn start_until_ready(service: &ChildService, timeout: Duration) -> Result<RunningChild> {
+/// with backoff, until `timeout` has passed; with `--ports auto`, a server that found its port
+/// taken is started again on a new one (the returned service carries its ports).
+async fn start_until_ready(
+    mut service: ChildService,
+    timeout: Duration,
+    auto_ports: Option<&AutoPorts>,
+) -> (ChildService, Result<RunningChild>) {
     let deadline = Instant::now() + timeout;
     let mut policy = RestartPolicy::default();
+    let mut port_retries = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let failure = match service.start(left).await {
-            Ok(child) => return Ok(child),
+            Ok(child) => return (service, Ok(child)),
             Err(failure) => failure,
         };
+        if failure.port_taken
+            && let Some(auto) = auto_ports
+            && port_retries < PORT_RETRIES
+        {
+            port_retries += 1;
+            match repick(&mut service, auto) {
+                Ok(moved) => {
+                    crate::output::warn(&format!(
+                        "{}: {moved}: another program took the port after opsbox chose it; starting it again there",
+                        service.name()
+                    ));
+                    continue;
+                }
+                Err(error) => return (service, Err(error)),
+            }
+        }
         let decision = policy.after_exit(false, Instant::now());
         if !failure.transient || Instant::now() + decision.delay >= deadline {
-            return Err(failure.error);
+            return (service, Err(failure.error));
         }
         crate::output::warn(&format!(
             "{}: start refused because of what the previous, crashed server left behind ({}); {}",
@@ -319,11 +397,12 @@ async fn start_until_ready(service: &ChildService, timeout: Duration) -> Result<
 pub async fn start_all(
     services: &[ChildService],
     timeout: Duration,
+    auto_ports: Option<&AutoPorts>,
 ) -> Result<Vec<(ChildService, RunningChild)>> {
     let results = futures::future::join_all(services.iter().map(|service| async move {
         let started = Instant::now();
-        let result = start_until_ready(service, timeout).await;
-        (service.clone(), result, started.elapsed())
+        let (service, result) = start_until_ready(service.clone(), timeout, auto_ports).await;
+        (service, result, started.elapsed())
     }))
     .await;
     let mut running = Vec::new();
@@ -351,4 +430,29 @@ pub async fn start_all(
         return Err(error);
     }
     Ok(running)
+}
+
+/// What a stack started with `--ports auto` needs to move a server to a new port.
+#[derive(Debug, Clone)]
+pub struct AutoPorts {
+    pub root: PathBuf,
+    pub state: StateDir,
+    pub host: IpAddr,
+    /// The slots a port flag fixed: never moved.
+    pub fixed: Vec<PortSlot>,
+}
+
+/// Give every movable port of `service` a new free port; says what moved.
+fn repick(service: &mut ChildService, auto: &AutoPorts) -> Result<String> {
+    let mut moved = Vec::new();
+    let old: Vec<u16> = service.ports().into_iter().map(|(_, port)| port).collect();
+    for (slot, port) in service.ports() {
+        if auto.fixed.contains(&slot) {
+            continue;
+        }
+        let new = ports::repick(&auto.root, &auto.state, auto.host, slot, &old)?;
+        service.set_port(slot, new);
+        moved.push(format!("{} port {port} -> {new}", slot.as_str()));
+    }
+    Ok(moved.join(", "))
 }

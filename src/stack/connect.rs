@@ -7,6 +7,7 @@ use crate::output::summary::SummaryFacts;
 use crate::output::{self, env_format::EnvVars};
 use crate::settings::Settings;
 use crate::state::RunFile;
+use crate::state::instances::PortSlot;
 use crate::types::ServiceName;
 
 /// The variables, in a stable order. Ports come from `run` (what actually listens) when given.
@@ -111,7 +112,14 @@ pub fn summary(run_file: &RunFile, settings: &Settings) -> String {
             postgres_credentials: (&pg.user, &pg.password),
             s3_credentials: (&settings.s3.access_key, &settings.s3.secret_key),
             stream: (&settings.ops.stream.name, &settings.ops.stream.subjects),
-            nats_monitor_url: format!("http://{host}:{}", settings.nats.monitor_port),
+            nats_monitor_url: format!(
+                "http://{host}:{}",
+                run_file
+                    .ports
+                    .as_ref()
+                    .and_then(|ports| ports.get(&PortSlot::NatsMonitor).copied())
+                    .unwrap_or(settings.nats.monitor_port)
+            ),
             logs: &settings.state.logs(),
         },
     )

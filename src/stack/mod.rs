@@ -17,8 +17,9 @@ use tokio::sync::watch;
 pub use child::READY_TIMEOUT;
 pub use connect::{connection_variables, summary};
 
-use self::child::ChildService;
+use self::child::{AutoPorts, ChildService};
 use self::run_file::RunFileHandle;
+use crate::cli::PortMode;
 use crate::console::ConsoleServer;
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
@@ -28,6 +29,7 @@ use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Server;
 use crate::settings::Settings;
 use crate::state::ServiceState;
+use crate::state::instances::PortSlot;
 use crate::supervisor::signals::StopRequest;
 use crate::types::ServiceName;
 
@@ -99,6 +101,15 @@ pub async fn run(
     run_file.write()?;
 
     let s3_config = settings.s3_config();
+    let auto_ports = (settings.port_mode == PortMode::Auto).then(|| AutoPorts {
+        root: settings.data_root.clone(),
+        state: settings.state.clone(),
+        host: settings.host,
+        fixed: PortSlot::ALL
+            .into_iter()
+            .filter(|&slot| settings.explicit_port(slot).is_some())
+            .collect(),
+    });
     let starting = async {
         let s3 = async {
             match listeners.s3 {
@@ -113,7 +124,10 @@ pub async fn run(
                 None => Ok(None),
             }
         };
-        let (s3, running) = tokio::join!(s3, child::start_all(&children, READY_TIMEOUT));
+        let (s3, running) = tokio::join!(
+            s3,
+            child::start_all(&children, READY_TIMEOUT, auto_ports.as_ref())
+        );
         match (s3, running) {
             (Ok(s3), Ok(running)) => Ok((s3, running)),
             (Ok(Some(server)), Err(e)) => {
@@ -147,6 +161,22 @@ pub async fn run(
             return Ok(ExitCode::from(130));
         }
     };
+
+    // A server `--ports auto` moved to a new port: record where it listens now.
+    let mut settings = settings.clone();
+    let mut moved = false;
+    for (service, _) in &running {
+        for (slot, port) in service.ports() {
+            if settings.port(slot) != Some(port) {
+                settings.set_port(slot, port);
+                moved = true;
+            }
+        }
+    }
+    if moved {
+        run_file.set_ports(&settings);
+    }
+    let settings = &settings;
 
     let console = listeners
         .console

@@ -75,6 +75,45 @@ pub fn mark_ready(run_file: &RunFileHandle, name: ServiceName, child: &RunningCh
     });
 }
 
+/// The URL and port of a service, as the run file records them.
+fn address(settings: &Settings, name: ServiceName) -> (String, u16) {
+    let host = settings.client_host();
+    match name {
+        ServiceName::Nats => (
+            format!("nats://{host}:{}", settings.nats.port),
+            settings.nats.port,
+        ),
+        ServiceName::Postgres => (
+            output::url::postgres(
+                &settings.postgres.user,
+                None,
+                &host,
+                settings.postgres.port,
+                &settings.postgres.database,
+            ),
+            settings.postgres.port,
+        ),
+        ServiceName::S3 => (
+            format!("http://{host}:{}", settings.s3.port),
+            settings.s3.port,
+        ),
+    }
+}
+
+impl RunFileHandle {
+    /// Record the ports of `settings` (after `--ports auto` moved a server to a new port).
+    pub fn set_ports(&self, settings: &Settings) {
+        let mut run_file = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for record in &mut run_file.services {
+            (record.url, record.port) = address(settings, record.name);
+        }
+        run_file.ports = Some(settings.ports());
+        if let Err(e) = run_file.write(&self.path) {
+            crate::output::warn(&e.to_string());
+        }
+    }
+}
+
 /// The run file of a stack that is starting: every selected service `starting`.
 pub fn initial(settings: &Settings, detached: bool) -> RunFile {
     let host = settings.client_host();
@@ -82,26 +121,7 @@ pub fn initial(settings: &Settings, detached: bool) -> RunFile {
         .services
         .iter()
         .map(|&name| {
-            let (url, port) = match name {
-                ServiceName::Nats => (
-                    format!("nats://{host}:{}", settings.nats.port),
-                    settings.nats.port,
-                ),
-                ServiceName::Postgres => (
-                    output::url::postgres(
-                        &settings.postgres.user,
-                        None,
-                        &host,
-                        settings.postgres.port,
-                        &settings.postgres.database,
-                    ),
-                    settings.postgres.port,
-                ),
-                ServiceName::S3 => (
-                    format!("http://{host}:{}", settings.s3.port),
-                    settings.s3.port,
-                ),
-            };
+            let (url, port) = address(settings, name);
             ServiceRecord {
                 name,
                 state: ServiceState::Starting,
@@ -134,5 +154,7 @@ pub fn initial(settings: &Settings, detached: bool) -> RunFile {
         console_url: settings
             .console_port
             .map(|port| format!("http://{host}:{port}")),
+        instance: Some(settings.instance.to_string()),
+        ports: Some(settings.ports()),
     }
 }

@@ -1,6 +1,7 @@
 //! The per-project state directory: its layout, the lock that makes one stack per project, and
 //! the run file that tells `status`, `logs` and `down` what is running.
 
+pub mod instances;
 pub mod lock;
 pub mod log_follower;
 pub mod run_file;
@@ -43,6 +44,18 @@ pub enum StateError {
     },
     #[error("the run file {path} is unreadable: {message}")]
     ReadRunFile { path: PathBuf, message: String },
+    #[error(
+        "invalid instance name `{name}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit (at most 63)"
+    )]
+    InvalidName { name: String },
+    #[error("the instance file {path} is unreadable: {message}")]
+    ReadInstanceFile { path: PathBuf, message: String },
+    #[error("cannot write the instance file {path}")]
+    WriteInstanceFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StateError {
@@ -55,6 +68,13 @@ impl StateError {
             StateError::AlreadyRunning { .. } => Some(
                 "use `opsbox status` to see it, `opsbox down` to stop it, or a different --data-dir".into(),
             ),
+            StateError::InvalidName { .. } => Some(
+                "pick another name with -p / OPSBOX_PROJECT, e.g. `-p ci-3`; `opsbox ls` lists the instances".into(),
+            ),
+            StateError::ReadInstanceFile { path, .. } => Some(format!(
+                "delete {} (it only names the instance and its last ports; data is not affected)",
+                path.display()
+            )),
             StateError::ReadRunFile { .. } => Some(
                 "if no opsbox is running for this project, delete the run file; data is not affected".into(),
             ),
@@ -79,6 +99,9 @@ impl StateDir {
     }
     pub fn run_file(&self) -> PathBuf {
         self.root.join("run.json")
+    }
+    pub fn instance_file(&self) -> PathBuf {
+        self.root.join(instances::INSTANCE_FILE)
     }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")

@@ -84,6 +84,12 @@ pub struct RunFile {
     /// The web console's URL, when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_url: Option<String>,
+    /// The instance's name (`-p`, or derived from the project directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Every port the stack listens on, by slot (the NATS monitor and console included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<super::instances::PortSet>,
 }
 
 impl RunFile {

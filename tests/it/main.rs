@@ -9,6 +9,7 @@ mod console;
 mod faults;
 mod fetch;
 mod first_run;
+mod instances;
 mod layers;
 mod nats;
 mod postgres;

@@ -73,6 +73,23 @@ const COVERED: &[(&str, &str)] = &[
         "opsbox down",
         "readme::the_everyday_block_runs_as_written (and `down -v` from its comment)",
     ),
+    (
+        "opsbox up -d --ports auto -p ci-3",
+        "instances::eight_instances_started_at_once_are_ready_on_distinct_ports_and_isolated",
+    ),
+    (
+        "opsbox -p ci-3 status --json",
+        "instances::eight_instances_started_at_once_are_ready_on_distinct_ports_and_isolated",
+    ),
+    ("opsbox ls --json", "every test in instances.rs"),
+    (
+        "opsbox -p ci-3 down -v",
+        "instances::eight_instances_started_at_once_are_ready_on_distinct_ports_and_isolated",
+    ),
+    (
+        "opsbox down --all",
+        "instances::eight_instances_started_at_once_are_ready_on_distinct_ports_and_isolated",
+    ),
 ];
 
 #[test]

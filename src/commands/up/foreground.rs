@@ -16,6 +16,6 @@ pub async fn run(settings: &Settings, detached: bool) -> Result<ExitCode> {
     let began = Instant::now();
     let _lock = StateLock::acquire(&settings.state)?;
     let stop = signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
-    let listeners = preflight::bind(settings)?;
-    stack::run(settings, listeners, stop, began, detached).await
+    let (settings, listeners) = preflight::claim(settings)?;
+    stack::run(&settings, listeners, stop, began, detached).await
 }

@@ -18,7 +18,8 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, background: bool) -> Result
         &args.ports,
         &args.binaries,
         &args.services,
-    )?;
+    )?
+    .with_port_mode(args.port_mode);
     settings.state.create()?;
     if args.detach && !background {
         return detach::run(&settings, args).await;

@@ -1,20 +1,114 @@
 //! The port pre-flight of `up`: every port is bind-tested before anything starts, so a port
-//! in use fails at once and names its owner. The listeners opsbox serves itself (S3, the
-//! console) are kept and handed to the stack.
+//! in use fails at once and names its owner (another opsbox instance by name). The listeners
+//! opsbox serves itself (S3, the console) are kept and handed to the stack. With `--ports
+//! auto`, the ports are chosen here (`ports.rs`); either way they are recorded in the
+//! instance's `instance.json`.
 
 use std::net::{SocketAddr, TcpListener};
 
+use crate::cli::PortMode;
 use crate::console;
 use crate::error::{Error, Result};
+use crate::ports::{self, PortError, Want};
 use crate::services::ServiceError;
 use crate::settings::Settings;
 use crate::stack::Listeners;
 use crate::state::RunFile;
+use crate::state::instances::{InstanceRecord, PortSlot};
 use crate::supervisor::process;
 use crate::types::ServiceName;
 
+/// Settle every port of the stack (choose them with `--ports auto`, else bind-test the
+/// configured ones), record them in `instance.json`, and keep the listeners opsbox serves.
+pub fn claim(settings: &Settings) -> Result<(Settings, Listeners)> {
+    let mut settings = settings.clone();
+    if settings.port_mode == PortMode::Auto {
+        let listeners = choose(&mut settings)?;
+        return Ok((settings, listeners));
+    }
+    let listeners = bind(&settings).map_err(|error| name_holder(error, &settings))?;
+    ports::record(
+        &settings.data_root,
+        &settings.state,
+        settings.instance_record(),
+    )?;
+    Ok((settings, listeners))
+}
+
+/// `--ports auto`: a free port for every slot no flag fixed, the one used last first.
+fn choose(settings: &mut Settings) -> Result<Listeners> {
+    // Only ports an earlier `--ports auto` chose are worth keeping; the compose ports are
+    // what `--ports auto` exists to avoid.
+    let last = InstanceRecord::read(&settings.state)?
+        .filter(|record| record.auto_ports)
+        .map(|record| record.ports)
+        .unwrap_or_default();
+    let wanted: Vec<(PortSlot, Want)> = PortSlot::ALL
+        .into_iter()
+        .filter(|&slot| settings.port(slot).is_some())
+        .map(|slot| match settings.explicit_port(slot) {
+            Some(port) => (slot, Want::Fixed(port)),
+            None => (
+                slot,
+                Want::Auto {
+                    preferred: last.get(&slot).copied(),
+                },
+            ),
+        })
+        .collect();
+    let mut allocation = ports::allocate(
+        &settings.data_root,
+        &settings.state,
+        settings.host,
+        &wanted,
+        settings.instance_record(),
+    )?;
+    for (&slot, &port) in &allocation.ports {
+        settings.set_port(slot, port);
+    }
+    let listeners = Listeners {
+        s3: allocation.take_listener(PortSlot::S3),
+        console: allocation.take_listener(PortSlot::Console),
+    };
+    // Dropping the allocation releases the ports nats-server and PostgreSQL bind themselves.
+    drop(allocation);
+    Ok(listeners)
+}
+
+/// A port in use by another opsbox instance of this user names that instance.
+fn name_holder(error: Error, settings: &Settings) -> Error {
+    let (port, slot) = match &error {
+        Error::PortInUse {
+            port,
+            ours: false,
+            flag,
+            ..
+        } => (
+            *port,
+            PortSlot::ALL
+                .into_iter()
+                .find(|slot| slot.flag() == *flag)
+                .unwrap_or(PortSlot::Nats),
+        ),
+        Error::Console(console::ConsoleError::PortInUse { port, .. }) => (*port, PortSlot::Console),
+        _ => return error,
+    };
+    let (held_by, instance) = ports::describe_holder(&settings.data_root, &settings.state, port);
+    if instance.is_none() {
+        return error;
+    }
+    PortError::InUse {
+        slot,
+        host: settings.host,
+        port,
+        held_by,
+        instance,
+    }
+    .into()
+}
+
 /// Check every port; keep the listeners opsbox serves itself.
-pub fn bind(settings: &Settings) -> Result<Listeners> {
+fn bind(settings: &Settings) -> Result<Listeners> {
     if let Some(port) = settings.console_port {
         let ports = [
             (ServiceName::Nats, settings.nats.port),

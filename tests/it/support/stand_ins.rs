@@ -92,6 +92,8 @@ pub fn run_file(
         data_dir: project.data_dir.clone(),
         host: "127.0.0.1".into(),
         console_url: None,
+        instance: None,
+        ports: None,
         services: services
             .into_iter()
             .enumerate()
