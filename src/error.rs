@@ -8,6 +8,7 @@ use crate::console::ConsoleError;
 use crate::fetch::FetchError;
 use crate::services::ServiceName;
 use crate::services::s3::S3Error;
+use crate::snapshot::SnapshotError;
 use crate::state::StateError;
 use crate::supervisor::SupervisorError;
 
@@ -25,6 +26,8 @@ pub enum Error {
     S3(#[from] S3Error),
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
     PortInUse {
         service: ServiceName,
@@ -105,6 +108,7 @@ impl Error {
             Error::State(e) => e.hint(),
             Error::Supervisor(e) => e.hint(),
             Error::Console(e) => e.hint(),
+            Error::Snapshot(e) => e.hint(),
             Error::Config(_) => Some(
                 "fix the file (it is shared with docker compose), or run from a directory without ops/ to use the built-in defaults".into(),
             ),

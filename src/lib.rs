@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod output;
 pub mod services;
 pub mod settings;
+pub mod snapshot;
 pub mod state;
 pub mod supervisor;
 
@@ -57,6 +58,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Logs(args) => commands::logs::run(global, args).await,
         Command::Env(args) => commands::env::run(global, args).await,
         Command::Fetch(args) => commands::fetch::run(global, args).await,
+        Command::Snapshot(args) => commands::snapshot::run(global, args).await,
+        Command::Reset(args) => commands::reset::run(global, args).await,
         Command::Completions(args) => {
             commands::completions::run(args);
             Ok(ExitCode::SUCCESS)

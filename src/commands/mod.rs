@@ -5,5 +5,7 @@ pub mod down;
 pub mod env;
 pub mod fetch;
 pub mod logs;
+pub mod reset;
+pub mod snapshot;
 pub mod status;
 pub mod up;

@@ -6,6 +6,7 @@
 
 pub mod env_format;
 pub mod progress;
+pub mod snapshot;
 pub mod url;
 
 use std::io::{IsTerminal, Write};
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 use crate::error::Error;
 
 pub use progress::ProgressReporter;
+pub use snapshot::SnapshotProgress;
 
 #[derive(Debug, Clone, Copy)]
 struct Style {
