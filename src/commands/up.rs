@@ -17,6 +17,7 @@ use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
 use crate::services::s3::{S3Config, S3Server};
 use crate::settings::Settings;
+use crate::snapshot::{self, Snapshots};
 use crate::state::{RunFile, ServiceRecord, ServiceState, StateLock};
 use crate::supervisor::stack::{self, ChildService, READY_TIMEOUT, RunFileHandle};
 use crate::supervisor::{ChildSpec, ProcessIdentity, log_tail, process, signals};
@@ -40,6 +41,11 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, background: bool) -> Result
 async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
     let began = Instant::now();
     let _lock = StateLock::acquire(&settings.state)?;
+    // A restore that a killed opsbox left half done is finished (or discarded) before any
+    // service reads its data.
+    let snapshots = Snapshots::new(&settings.state);
+    super::snapshot::report_recovery(snapshot::restore::recover(&snapshots)?);
+    let fresh = is_fresh(settings, &snapshots);
     let mut stop =
         signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     if let Some(port) = settings.console_port {
@@ -151,6 +157,18 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
         _ = stop.changed() => None,
     };
     let (s3, running) = match started {
+        Some(Ok((s3, running))) if fresh => {
+            match keep_initial_snapshot(settings, &snapshots, &children, running).await {
+                Ok(running) => (s3, running),
+                Err(e) => {
+                    if let Some(server) = s3 {
+                        server.shutdown(Duration::from_secs(5)).await;
+                    }
+                    run_file.remove();
+                    return Err(e);
+                }
+            }
+        }
         Some(Ok(parts)) => parts,
         Some(Err(e)) => {
             run_file.remove();
@@ -218,6 +236,53 @@ async fn supervise(settings: &Settings, detached: bool) -> Result<ExitCode> {
     run_file.remove();
     output::info("opsbox: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether this `up` creates the data of every service: then the state it reaches is kept
+/// as the "initial" snapshot, which `opsbox reset` goes back to.
+fn is_fresh(settings: &Settings, snapshots: &Snapshots) -> bool {
+    ServiceName::ALL.iter().all(|&service| {
+        settings.runs(service)
+            && !settings
+                .state
+                .root
+                .join(snapshot::part_path(service))
+                .exists()
+    }) && !snapshots.dir(snapshot::INITIAL).exists()
+}
+
+/// Stop nats-server and PostgreSQL cleanly, save the "initial" snapshot, start them again.
+/// Runs before the run file says ready, so no client writes meanwhile (S3 objects are only
+/// hard-linked, which takes milliseconds).
+async fn keep_initial_snapshot(
+    settings: &Settings,
+    snapshots: &Snapshots,
+    children: &[ChildService],
+    running: Vec<(ChildService, crate::supervisor::RunningChild)>,
+) -> Result<Vec<(ChildService, crate::supervisor::RunningChild)>> {
+    let began = Instant::now();
+    futures::future::join_all(
+        running
+            .into_iter()
+            .map(|(service, child)| async move { child.stop(service.grace()).await }),
+    )
+    .await;
+    let versions = super::snapshot::versions(settings);
+    tokio::task::block_in_place(|| {
+        snapshot::save::save(
+            snapshots,
+            snapshot::INITIAL,
+            &versions,
+            &snapshot::NoProgress,
+        )
+    })?;
+    let running = stack::start_all(children, READY_TIMEOUT).await?;
+    output::info(&format!(
+        "opsbox: kept this first state as snapshot '{}' for `opsbox reset` ({} ms)",
+        snapshot::INITIAL,
+        began.elapsed().as_millis()
+    ));
+    Ok(running)
 }
 
 fn unix_now() -> u64 {
