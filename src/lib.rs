@@ -10,8 +10,10 @@ pub mod output;
 pub mod services;
 pub mod settings;
 pub mod snapshot;
+pub mod stack;
 pub mod state;
 pub mod supervisor;
+pub mod types;
 
 use std::process::ExitCode;
 
@@ -32,7 +34,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            output::error(&Error::io("cannot start the async runtime", e));
+            report(&Error::io("cannot start the async runtime", e));
             return ExitCode::from(1);
         }
     };
@@ -42,10 +44,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            output::error(&error);
+            report(&error);
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+fn report(error: &Error) {
+    output::error(error, error.hint(), error.details());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {

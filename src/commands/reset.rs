@@ -16,9 +16,8 @@ pub async fn run(global: &GlobalArgs, args: &ResetArgs) -> Result<ExitCode> {
     let services = service_names(&args.services)?;
     let snapshots = Snapshots::new(&settings.state);
     let progress = SnapshotProgress::default();
-    let restored = tokio::task::block_in_place(|| {
-        restore::restore(&snapshots, INITIAL, &services, &progress)
-    });
+    let restored =
+        tokio::task::block_in_place(|| restore::restore(&snapshots, INITIAL, &services, &progress));
     let manifest = match restored {
         Ok(manifest) => manifest,
         Err(SnapshotError::NotFound { .. }) => {

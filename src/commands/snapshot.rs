@@ -6,13 +6,13 @@ use std::time::Instant;
 use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg, SnapshotArgs, SnapshotCommand};
 use crate::error::{Error, Result};
 use crate::output::{self, SnapshotProgress};
-use crate::services::ServiceName;
 use crate::settings::Settings;
-use crate::snapshot::archive::{self, ImportTarget};
-use crate::snapshot::restore::{self, Recovery};
-use crate::snapshot::save::{self, Versions};
 use crate::snapshot::Snapshots;
+use crate::snapshot::archive::{self, ImportTarget};
+use crate::snapshot::restore;
+use crate::snapshot::save;
 use crate::state::{StateError, StateLock};
+use crate::types::ServiceName;
 
 pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
     let settings = resolve(global)?;
@@ -22,9 +22,10 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
     match &args.command {
         SnapshotCommand::Save { name, json } => {
             let _lock = lock_stopped(&settings, "save a snapshot")?;
-            let manifest = blocking(move |s| {
-                save::save(&s, name, &versions(&settings), &progress)
-            }, &snapshots)?;
+            let manifest = blocking(
+                move |s| save::save(&s, name, &crate::stack::versions(&settings), &progress),
+                &snapshots,
+            )?;
             output::snapshot::done("saved", &manifest, began.elapsed(), None, *json);
         }
         SnapshotCommand::Restore {
@@ -100,12 +101,6 @@ pub fn resolve(global: &GlobalArgs) -> Result<Settings> {
     )
 }
 
-pub fn versions(settings: &Settings) -> Versions {
-    Versions {
-        nats_server: Some(settings.nats.version.clone()),
-    }
-}
-
 /// Take the data dir's lock, which also proves the stack is stopped, and finish or discard
 /// a restore a killed opsbox left.
 pub fn lock_stopped(settings: &Settings, action: &str) -> Result<StateLock> {
@@ -125,20 +120,8 @@ pub fn lock_stopped(settings: &Settings, action: &str) -> Result<StateLock> {
         }
         Err(e) => return Err(e.into()),
     };
-    report_recovery(restore::recover(&Snapshots::new(&settings.state))?);
+    output::snapshot::recovered(restore::recover(&Snapshots::new(&settings.state))?);
     Ok(lock)
-}
-
-pub fn report_recovery(recovery: Recovery) {
-    match recovery {
-        Recovery::Nothing => {}
-        Recovery::Finished { snapshot } => output::warn(&format!(
-            "finished the restore of snapshot {snapshot} that an interrupted opsbox had begun"
-        )),
-        Recovery::Discarded => output::warn(
-            "discarded a restore that an interrupted opsbox had begun; the data was not changed",
-        ),
-    }
 }
 
 pub fn service_names(services: &[ServiceArg]) -> Result<Vec<ServiceName>> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use crate::snapshot::restore::Recovery;
 use crate::snapshot::{Manifest, Progress};
 
 /// A bar on stderr when it is a terminal (and not --quiet); nothing otherwise.
@@ -65,7 +66,13 @@ pub fn summary_json(manifest: &Manifest) -> serde_json::Value {
 }
 
 /// After a save, restore, export or import: one line on stderr, or JSON on stdout.
-pub fn done(verb: &str, manifest: &Manifest, took: Duration, extra: Option<(&str, String)>, json: bool) {
+pub fn done(
+    verb: &str,
+    manifest: &Manifest,
+    took: Duration,
+    extra: Option<(&str, String)>,
+    json: bool,
+) {
     if json {
         let mut value = summary_json(manifest);
         value["action"] = json!(verb);
@@ -76,15 +83,25 @@ pub fn done(verb: &str, manifest: &Manifest, took: Duration, extra: Option<(&str
         super::data(&value.to_string());
         return;
     }
-    let services: Vec<String> = manifest.parts.iter().map(|p| p.service.to_string()).collect();
+    let services: Vec<String> = manifest
+        .parts
+        .iter()
+        .map(|p| p.service.to_string())
+        .collect();
     super::info(&format!(
         "{verb} {}: {} ({} files, {}) in {:.2} s{}",
         manifest.name,
-        if services.is_empty() { "no data".to_string() } else { services.join(", ") },
+        if services.is_empty() {
+            "no data".to_string()
+        } else {
+            services.join(", ")
+        },
         manifest.files(),
         HumanBytes(manifest.bytes()),
         took.as_secs_f64(),
-        extra.map(|(key, text)| format!("; {key}: {text}")).unwrap_or_default()
+        extra
+            .map(|(key, text)| format!("; {key}: {text}"))
+            .unwrap_or_default()
     ));
 }
 
@@ -108,7 +125,11 @@ pub fn list(snapshots: &[(String, Result<Manifest, String>)], json: bool) {
                 name.clone(),
                 m.created.clone(),
                 HumanBytes(m.bytes()).to_string(),
-                m.parts.iter().map(|p| p.service.to_string()).collect::<Vec<_>>().join(","),
+                m.parts
+                    .iter()
+                    .map(|p| p.service.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 m.postgres_major.map_or("-".into(), |v| v.to_string()),
                 m.nats_server_version.clone().unwrap_or_else(|| "-".into()),
             ],
@@ -123,4 +144,17 @@ pub fn list(snapshots: &[(String, Result<Manifest, String>)], json: bool) {
         &["NAME", "CREATED", "SIZE", "SERVICES", "POSTGRES", "NATS"],
         &rows,
     ));
+}
+
+/// What `recover` did, when it did something.
+pub fn recovered(recovery: Recovery) {
+    match recovery {
+        Recovery::Nothing => {}
+        Recovery::Finished { snapshot } => super::warn(&format!(
+            "finished the restore of snapshot {snapshot} that an interrupted opsbox had begun"
+        )),
+        Recovery::Discarded => super::warn(
+            "discarded a restore that an interrupted opsbox had begun; the data was not changed",
+        ),
+    }
 }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{self, EntryKind, Manifest};
 use super::{Progress, Result, SnapshotError, Snapshots};
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 
 /// zstd level: fast, still a good ratio on database pages and JetStream blocks.
 const LEVEL: i32 = 3;
@@ -26,8 +26,12 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<Manifest> {
     let manifest = snapshots.manifest(name)?;
-    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temp = tempfile::NamedTempFile::new_in(dir).map_err(SnapshotError::io("create a file in", dir))?;
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp =
+        tempfile::NamedTempFile::new_in(dir).map_err(SnapshotError::io("create a file in", dir))?;
     let encoder = zstd::stream::write::Encoder::new(temp.as_file(), LEVEL)
         .map_err(SnapshotError::io("compress", file))?;
     let mut builder = tar::Builder::new(encoder);
@@ -57,7 +61,9 @@ pub fn export(
         .into_inner()
         .map_err(SnapshotError::io("write", file))?;
     encoder.finish().map_err(SnapshotError::io("write", file))?;
-    temp.as_file().sync_all().map_err(SnapshotError::io("write", file))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(SnapshotError::io("write", file))?;
     temp.persist(file)
         .map_err(|e| SnapshotError::io("write", file)(e.error))?;
     Ok(manifest)
@@ -130,7 +136,14 @@ pub fn import(
     let root = snapshots.root();
     std::fs::create_dir_all(&root).map_err(SnapshotError::io("create", &root))?;
     let staging = snapshots.staging();
-    let unpacked = unpack(&mut members, &mut manifest, &staging, target, progress, &bad);
+    let unpacked = unpack(
+        &mut members,
+        &mut manifest,
+        &staging,
+        target,
+        progress,
+        &bad,
+    );
     if let Err(e) = unpacked {
         let _ = super::remove_tree(&staging);
         return Err(e);
@@ -159,10 +172,7 @@ fn unpack<R: Read>(
     let mut expected: HashMap<PathBuf, &super::Entry> = HashMap::new();
     for part in &manifest.parts {
         for entry in &part.entries {
-            expected.insert(
-                Path::new("data").join(&part.path).join(&entry.path),
-                entry,
-            );
+            expected.insert(Path::new("data").join(&part.path).join(&entry.path), entry);
         }
     }
     let data = staging.join("data");
@@ -205,9 +215,9 @@ fn unpack<R: Read>(
                 let mut buffer = vec![0u8; 256 * 1024];
                 let mut size = 0u64;
                 loop {
-                    let n = member
-                        .read(&mut buffer)
-                        .map_err(|e| bad(format!("member {} is cut short ({e})", path.display())))?;
+                    let n = member.read(&mut buffer).map_err(|e| {
+                        bad(format!("member {} is cut short ({e})", path.display()))
+                    })?;
                     if n == 0 {
                         break;
                     }
@@ -254,7 +264,11 @@ fn unpack<R: Read>(
 /// The copied S3 objects have new inodes: update their metadata (and its manifest entries, so
 /// the snapshot still verifies when exported again).
 fn adopt_s3_inodes(manifest: &mut Manifest, staging: &Path) -> Result<()> {
-    let Some(part) = manifest.parts.iter_mut().find(|p| p.service == ServiceName::S3) else {
+    let Some(part) = manifest
+        .parts
+        .iter_mut()
+        .find(|p| p.service == ServiceName::S3)
+    else {
         return Ok(());
     };
     let root = staging.join("data").join(&part.path);
@@ -265,7 +279,9 @@ fn adopt_s3_inodes(manifest: &mut Manifest, staging: &Path) -> Result<()> {
         if let Some(entry) = part.entries.iter_mut().find(|e| e.path == relative) {
             let path = root.join(&entry.path);
             entry.sha256 = Some(super::tree::sha256_file(&path)?);
-            let size = std::fs::metadata(&path).map_err(SnapshotError::io("read", &path))?.len();
+            let size = std::fs::metadata(&path)
+                .map_err(SnapshotError::io("read", &path))?
+                .len();
             part.bytes = part.bytes - entry.size + size;
             entry.size = size;
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 
 pub const FILE: &str = "manifest.json";
 /// Bumped when a manifest of this version could not be read correctly by an older opsbox.
@@ -79,7 +79,8 @@ impl Manifest {
     }
 
     pub fn read(path: &Path) -> Result<Manifest, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 

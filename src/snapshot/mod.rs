@@ -13,17 +13,17 @@
 //! lock (commands/snapshot.rs, the supervisor for the automatic "initial" snapshot).
 
 pub mod archive;
+pub mod manifest;
 pub mod restore;
 pub mod save;
-pub mod manifest;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
 
 pub use manifest::{Entry, EntryKind, Manifest, Part};
 
-use crate::services::ServiceName;
 use crate::state::StateDir;
+use crate::types::ServiceName;
 
 /// The snapshot `up` keeps after the first successful start, and `reset` goes back to.
 pub const INITIAL: &str = "initial";

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::manifest::Manifest;
 use super::tree::{self, Copy};
 use super::{Progress, Result, SnapshotError, Snapshots, links_files, part_path};
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 
 /// The swap in progress.
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,7 +35,9 @@ struct JournalPart {
 pub enum Recovery {
     Nothing,
     /// A swap the journal describes was completed.
-    Finished { snapshot: String },
+    Finished {
+        snapshot: String,
+    },
     /// A restore cut short before its swap began was discarded.
     Discarded,
 }
@@ -214,8 +216,7 @@ fn test_hook(step: &str) -> Result<()> {
         return Ok(());
     }
     if let Some(marker) = std::env::var_os("OPSBOX_TEST_RESTORE_PAUSED") {
-        std::fs::write(&marker, step)
-            .map_err(SnapshotError::io("write", Path::new(&marker)))?;
+        std::fs::write(&marker, step).map_err(SnapshotError::io("write", Path::new(&marker)))?;
     }
     loop {
         std::thread::park();

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::manifest::{self, Manifest, Part};
 use super::tree::{self, Copy};
 use super::{Progress, Result, SnapshotError, Snapshots, links_files, part_path};
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 
 /// Versions recorded in the manifest.
 #[derive(Debug, Clone, Default)]

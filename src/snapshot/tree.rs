@@ -68,7 +68,8 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
                 dirs.push((target, meta));
                 pending.push(rel);
             } else if kind.is_symlink() {
-                let link = std::fs::read_link(&source).map_err(SnapshotError::io("read", &source))?;
+                let link =
+                    std::fs::read_link(&source).map_err(SnapshotError::io("read", &source))?;
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(SnapshotError::io("create", &target))?;
                 set_owner(&target, &meta)?;

@@ -355,8 +355,7 @@ pub fn adopt_copied_inodes(root: &Path) -> io::Result<Vec<PathBuf>> {
             let Some(mut meta) = read_meta(&path)? else {
                 continue;
             };
-            if meta.data_inode.is_some_and(|inode| inode != stat.ino()) && meta.size == stat.len()
-            {
+            if meta.data_inode.is_some_and(|inode| inode != stat.ino()) && meta.size == stat.len() {
                 meta.data_inode = Some(stat.ino());
                 let json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
                 let temp = path.with_extension("opsbox-adopt");
