@@ -33,6 +33,12 @@ pub async fn run(global: &GlobalArgs, args: &ResetArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    output::snapshot::done("reset to", &manifest, began.elapsed(), None, args.json);
+    output::snapshot::done(
+        "reset to",
+        &manifest.summary(),
+        began.elapsed(),
+        None,
+        args.json,
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
                 move |s| save::save(&s, name, &crate::stack::versions(&settings), &progress),
                 &snapshots,
             )?;
-            output::snapshot::done("saved", &manifest, began.elapsed(), None, *json);
+            output::snapshot::done("saved", &manifest.summary(), began.elapsed(), None, *json);
         }
         SnapshotCommand::Restore {
             name,
@@ -39,10 +39,21 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
                 move |s| restore::restore(&s, name, &services, &progress),
                 &snapshots,
             )?;
-            output::snapshot::done("restored", &manifest, began.elapsed(), None, *json);
+            output::snapshot::done(
+                "restored",
+                &manifest.summary(),
+                began.elapsed(),
+                None,
+                *json,
+            );
         }
         SnapshotCommand::Ls { json } => {
-            output::snapshot::list(&snapshots.list()?, *json);
+            let listed: Vec<_> = snapshots
+                .list()?
+                .into_iter()
+                .map(|(name, manifest)| (name, manifest.map(|m| m.summary())))
+                .collect();
+            output::snapshot::list(&listed, *json);
         }
         SnapshotCommand::Rm { name } => {
             snapshots.remove(name)?;
@@ -56,7 +67,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
             let size = std::fs::metadata(file).map_or(0, |m| m.len());
             output::snapshot::done(
                 "exported",
-                &manifest,
+                &manifest.summary(),
                 began.elapsed(),
                 Some(("archive", format!("{} ({size} bytes)", file.display()))),
                 *json,
@@ -77,7 +88,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
             )?;
             output::snapshot::done(
                 "imported",
-                &manifest,
+                &manifest.summary(),
                 began.elapsed(),
                 Some((
                     "next",
@@ -120,7 +131,9 @@ pub fn lock_stopped(settings: &Settings, action: &str) -> Result<StateLock> {
         }
         Err(e) => return Err(e.into()),
     };
-    output::snapshot::recovered(restore::recover(&Snapshots::new(&settings.state))?);
+    if let Some(message) = restore::recover(&Snapshots::new(&settings.state))?.message() {
+        output::warn(&message);
+    }
     Ok(lock)
 }
 

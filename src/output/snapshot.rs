@@ -7,8 +7,19 @@ use std::time::Duration;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::snapshot::restore::Recovery;
-use crate::snapshot::{Manifest, Progress};
+/// What is shown of a snapshot (src/snapshot fills it from its manifest).
+#[derive(Debug, Clone)]
+pub struct SnapshotSummary {
+    pub name: String,
+    pub created: String,
+    pub opsbox_version: String,
+    pub postgres_major: Option<u32>,
+    pub nats_server_version: Option<String>,
+    pub files: u64,
+    pub bytes: u64,
+    /// (service, files, bytes)
+    pub services: Vec<(String, u64, u64)>,
+}
 
 /// A bar on stderr when it is a terminal (and not --quiet); nothing otherwise.
 #[derive(Default)]
@@ -16,8 +27,8 @@ pub struct SnapshotProgress {
     bar: Mutex<Option<ProgressBar>>,
 }
 
-impl Progress for SnapshotProgress {
-    fn begin(&self, label: &str, total: u64) {
+impl SnapshotProgress {
+    pub fn begin(&self, label: &str, total: u64) {
         if !super::interactive() || super::style().quiet {
             return;
         }
@@ -34,13 +45,13 @@ impl Progress for SnapshotProgress {
         *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
     }
 
-    fn advance(&self, bytes: u64) {
+    pub fn advance(&self, bytes: u64) {
         if let Some(bar) = &*self.bar.lock().unwrap_or_else(|e| e.into_inner()) {
             bar.inc(bytes);
         }
     }
 
-    fn end(&self) {
+    pub fn end(&self) {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bar.finish_and_clear();
         }
@@ -48,19 +59,19 @@ impl Progress for SnapshotProgress {
 }
 
 /// The JSON form of a snapshot (without its file list).
-pub fn summary_json(manifest: &Manifest) -> serde_json::Value {
+pub fn summary_json(manifest: &SnapshotSummary) -> serde_json::Value {
     json!({
         "name": manifest.name,
         "created": manifest.created,
         "opsbox_version": manifest.opsbox_version,
         "postgres_major": manifest.postgres_major,
         "nats_server_version": manifest.nats_server_version,
-        "files": manifest.files(),
-        "bytes": manifest.bytes(),
-        "services": manifest.parts.iter().map(|p| json!({
-            "service": p.service,
-            "files": p.files,
-            "bytes": p.bytes,
+        "files": manifest.files,
+        "bytes": manifest.bytes,
+        "services": manifest.services.iter().map(|(service, files, bytes)| json!({
+            "service": service,
+            "files": files,
+            "bytes": bytes,
         })).collect::<Vec<_>>(),
     })
 }
@@ -68,7 +79,7 @@ pub fn summary_json(manifest: &Manifest) -> serde_json::Value {
 /// After a save, restore, export or import: one line on stderr, or JSON on stdout.
 pub fn done(
     verb: &str,
-    manifest: &Manifest,
+    manifest: &SnapshotSummary,
     took: Duration,
     extra: Option<(&str, String)>,
     json: bool,
@@ -83,11 +94,7 @@ pub fn done(
         super::data(&value.to_string());
         return;
     }
-    let services: Vec<String> = manifest
-        .parts
-        .iter()
-        .map(|p| p.service.to_string())
-        .collect();
+    let services: Vec<String> = manifest.services.iter().map(|s| s.0.clone()).collect();
     super::info(&format!(
         "{verb} {}: {} ({} files, {}) in {:.2} s{}",
         manifest.name,
@@ -96,8 +103,8 @@ pub fn done(
         } else {
             services.join(", ")
         },
-        manifest.files(),
-        HumanBytes(manifest.bytes()),
+        manifest.files,
+        HumanBytes(manifest.bytes),
         took.as_secs_f64(),
         extra
             .map(|(key, text)| format!("; {key}: {text}"))
@@ -106,7 +113,7 @@ pub fn done(
 }
 
 /// `snapshot ls`: a table, or JSON on stdout.
-pub fn list(snapshots: &[(String, Result<Manifest, String>)], json: bool) {
+pub fn list(snapshots: &[(String, Result<SnapshotSummary, String>)], json: bool) {
     if json {
         let items: Vec<serde_json::Value> = snapshots
             .iter()
@@ -124,10 +131,10 @@ pub fn list(snapshots: &[(String, Result<Manifest, String>)], json: bool) {
             Ok(m) => vec![
                 name.clone(),
                 m.created.clone(),
-                HumanBytes(m.bytes()).to_string(),
-                m.parts
+                HumanBytes(m.bytes).to_string(),
+                m.services
                     .iter()
-                    .map(|p| p.service.to_string())
+                    .map(|s| s.0.clone())
                     .collect::<Vec<_>>()
                     .join(","),
                 m.postgres_major.map_or("-".into(), |v| v.to_string()),
@@ -144,17 +151,4 @@ pub fn list(snapshots: &[(String, Result<Manifest, String>)], json: bool) {
         &["NAME", "CREATED", "SIZE", "SERVICES", "POSTGRES", "NATS"],
         &rows,
     ));
-}
-
-/// What `recover` did, when it did something.
-pub fn recovered(recovery: Recovery) {
-    match recovery {
-        Recovery::Nothing => {}
-        Recovery::Finished { snapshot } => super::warn(&format!(
-            "finished the restore of snapshot {snapshot} that an interrupted opsbox had begun"
-        )),
-        Recovery::Discarded => super::warn(
-            "discarded a restore that an interrupted opsbox had begun; the data was not changed",
-        ),
-    }
 }

@@ -74,6 +74,24 @@ impl Manifest {
         self.parts.iter().map(|p| p.files).sum()
     }
 
+    /// What `output` shows of it.
+    pub fn summary(&self) -> crate::output::snapshot::SnapshotSummary {
+        crate::output::snapshot::SnapshotSummary {
+            name: self.name.clone(),
+            created: self.created.clone(),
+            opsbox_version: self.opsbox_version.clone(),
+            postgres_major: self.postgres_major,
+            nats_server_version: self.nats_server_version.clone(),
+            files: self.files(),
+            bytes: self.bytes(),
+            services: self
+                .parts
+                .iter()
+                .map(|p| (p.service.to_string(), p.files, p.bytes))
+                .collect(),
+        }
+    }
+
     pub fn part(&self, service: ServiceName) -> Option<&Part> {
         self.parts.iter().find(|p| p.service == service)
     }

@@ -106,6 +106,18 @@ pub trait Progress: Send + Sync {
     fn end(&self);
 }
 
+impl Progress for crate::output::SnapshotProgress {
+    fn begin(&self, label: &str, total: u64) {
+        crate::output::SnapshotProgress::begin(self, label, total);
+    }
+    fn advance(&self, bytes: u64) {
+        crate::output::SnapshotProgress::advance(self, bytes);
+    }
+    fn end(&self) {
+        crate::output::SnapshotProgress::end(self);
+    }
+}
+
 /// Progress nobody sees (tests, the supervisor's automatic snapshot).
 pub struct NoProgress;
 

@@ -42,6 +42,22 @@ pub enum Recovery {
     Discarded,
 }
 
+impl Recovery {
+    /// What to tell the user, when something was done.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Recovery::Nothing => None,
+            Recovery::Finished { snapshot } => Some(format!(
+                "finished the restore of snapshot {snapshot} that an interrupted opsbox had begun"
+            )),
+            Recovery::Discarded => Some(
+                "discarded a restore that an interrupted opsbox had begun; the data was not changed"
+                    .into(),
+            ),
+        }
+    }
+}
+
 /// Restore `services` (all three when empty) from snapshot `name`.
 pub fn restore(
     snapshots: &Snapshots,

@@ -54,7 +54,9 @@ pub async fn run(
     // A restore that a killed opsbox left half done is finished (or discarded) before any
     // service reads its data.
     let snapshots = Snapshots::new(&settings.state);
-    output::snapshot::recovered(snapshot::restore::recover(&snapshots)?);
+    if let Some(message) = snapshot::restore::recover(&snapshots)?.message() {
+        output::warn(&message);
+    }
     let fresh = initial::is_fresh(settings, &snapshots);
     let fetcher = Fetcher {
         cache_dir: settings.cache_dir.clone(),

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("output", 3),
     ("services", 3),
     ("console", 4),
+    ("snapshot", 4),
     ("error", 5),
     ("settings", 6),
     ("stack", 7),
