@@ -13,5 +13,6 @@ mod postgres;
 mod readme;
 mod s3_clients;
 mod s3_stack;
+mod snapshots;
 mod support;
 mod up_errors;
