@@ -27,9 +27,11 @@ struct State {
     /// The durable consumer's (ack floor, delivered) stream sequences.
     consumer: Option<(u64, u64)>,
     buckets: Vec<String>,
-    /// key -> (sha256, ETag, content type, user metadata)
-    objects: BTreeMap<String, (String, String, Option<String>, BTreeMap<String, String>)>,
+    objects: BTreeMap<String, Object>,
 }
+
+/// What a GET shows of an object: (sha256, ETag, content type, user metadata).
+type Object = (String, String, Option<String>, BTreeMap<String, String>);
 
 fn succeeded(output: &Output, what: &str) -> String {
     assert!(
