@@ -4,7 +4,8 @@
 //! ```text
 //! <data dir>/snapshots/<name>/manifest.json     what the snapshot holds (manifest.rs)
 //! <data dir>/snapshots/<name>/data/<part>/      nats/jetstream, postgres/data, s3
-//! <data dir>/snapshots/.staging-*/              a save or import being built (no name yet)
+//! <data dir>/snapshots/.staging-<pid>-*/        a save or import being built (no name yet)
+//! <data dir>/snapshots/.trash-*/                replaced data, deleted later by `up`
 //! <data dir>/snapshots/.restore/                a restore being built, then swapped
 //! <data dir>/snapshots/restore.journal          the swap in progress (journal.rs)
 //! ```
@@ -241,13 +242,33 @@ impl Snapshots {
         remove_tree(&doomed)
     }
 
-    /// Remove what interrupted saves and imports left (never a named snapshot).
-    pub fn clean_staging(&self) {
+    /// Move `path` out of the way under a `.trash-*` name (one rename), for
+    /// `clean_leftovers` to delete later: a restore does not wait for the removal of the
+    /// state it replaced.
+    pub fn discard(&self, path: &Path) -> Result<()> {
+        let trash = self
+            .root()
+            .join(format!(".trash-{}", uuid::Uuid::new_v4().simple()));
+        match std::fs::rename(path, &trash) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SnapshotError::io("move away", path)(e)),
+        }
+    }
+
+    /// Delete what restores discarded and what saves and imports of dead processes left
+    /// (never a named snapshot, nor the staging of a process still running).
+    pub fn clean_leftovers(&self) {
         let Ok(entries) = std::fs::read_dir(self.root()) else {
             return;
         };
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".staging-") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dead_staging = name
+                .strip_prefix(".staging-")
+                .and_then(|rest| rest.split('-').next())
+                .is_some_and(|pid| !Path::new("/proc").join(pid).exists());
+            if name.starts_with(".trash-") || dead_staging {
                 let _ = remove_tree(&entry.path());
             }
         }

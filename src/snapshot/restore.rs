@@ -144,15 +144,14 @@ pub fn restore(
         .map_err(SnapshotError::io("write", &snapshots.journal()))?;
     test_hook("journal")?;
     swap(snapshots, &journal)?;
-    super::remove_tree(&staging)?;
-    super::remove_tree(&snapshots.restore_previous())?;
+    snapshots.discard(&staging)?;
+    snapshots.discard(&snapshots.restore_previous())?;
     Ok(manifest)
 }
 
 /// Finish or discard a restore a killed opsbox left; call with the data dir's lock held,
 /// before any service starts.
 pub fn recover(snapshots: &Snapshots) -> Result<Recovery> {
-    snapshots.clean_staging();
     let path = snapshots.journal();
     let recovery = match std::fs::read(&path) {
         Ok(bytes) => {
@@ -175,8 +174,8 @@ pub fn recover(snapshots: &Snapshots) -> Result<Recovery> {
         }
         Err(e) => return Err(SnapshotError::io("read", &path)(e)),
     };
-    super::remove_tree(&snapshots.restore_staging())?;
-    super::remove_tree(&snapshots.restore_previous())?;
+    snapshots.discard(&snapshots.restore_staging())?;
+    snapshots.discard(&snapshots.restore_previous())?;
     Ok(recovery)
 }
 

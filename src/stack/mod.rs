@@ -58,6 +58,9 @@ pub async fn run(
         output::warn(&message);
     }
     let fresh = initial::is_fresh(settings, &snapshots);
+    // What restores replaced is deleted meanwhile, without delaying the start.
+    let leftovers = snapshots.clone();
+    tokio::task::spawn_blocking(move || leftovers.clean_leftovers());
     let fetcher = Fetcher {
         cache_dir: settings.cache_dir.clone(),
         offline: settings.offline,
