@@ -93,6 +93,12 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
+    /// Save, restore, list, remove, export and import snapshots of the stack's data
+    /// (JetStream store, PostgreSQL cluster, S3 buckets), kept in the data dir.
+    Snapshot(SnapshotArgs),
+    /// Put the data back to the state right after the first `up` (init scripts run, EVENTS
+    /// created, buckets made): the "initial" snapshot opsbox keeps. The stack must be stopped.
+    Reset(ResetArgs),
     #[command(hide = true)]
     Supervise(UpArgs),
 }
@@ -262,4 +268,67 @@ pub struct FetchArgs {
 pub struct CompletionsArgs {
     /// The shell to generate completions for.
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save the data of the stopped stack as snapshot NAME.
+    Save {
+        /// Letters, digits, '.', '_' and '-'.
+        name: String,
+        /// Print the snapshot's summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the data of the stopped stack by snapshot NAME (atomically: an interrupted
+    /// restore leaves the previous data, and the next `up` finishes one that got that far).
+    Restore {
+        name: String,
+        /// Restore only these services (comma separated; default all).
+        #[arg(short, long, value_delimiter = ',', value_name = "SERVICES")]
+        services: Vec<ServiceArg>,
+        /// Print the snapshot's summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the snapshots of this data dir.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove snapshot NAME.
+    Rm { name: String },
+    /// Write snapshot NAME to FILE: one zstd-compressed tar with its manifest.
+    Export {
+        name: String,
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the snapshot in FILE (made by `export`) as NAME (default: its saved name), after
+    /// verifying every member; then `opsbox snapshot restore NAME`.
+    Import {
+        file: PathBuf,
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Reset only these services (default all): nats, postgres, s3.
+    #[arg(value_enum)]
+    pub services: Vec<ServiceArg>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -8,6 +8,7 @@ use crate::console::ConsoleError;
 use crate::fetch::FetchError;
 use crate::services::ServiceError;
 use crate::services::s3::S3Error;
+use crate::snapshot::SnapshotError;
 use crate::state::StateError;
 use crate::supervisor::SupervisorError;
 use crate::types::ServiceName;
@@ -28,6 +29,8 @@ pub enum Error {
     Console(#[from] ConsoleError),
     #[error(transparent)]
     Ports(#[from] crate::ports::PortError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
@@ -97,6 +100,7 @@ impl Error {
             Error::Supervisor(e) => e.hint(),
             Error::Console(e) => e.hint(),
             Error::Ports(e) => e.hint(),
+            Error::Snapshot(e) => e.hint(),
             Error::Config(_) => Some(
                 "fix the file (it is shared with docker compose), or run from a directory without ops/ to use the built-in defaults".into(),
             ),

@@ -10,6 +10,7 @@ pub mod output;
 pub mod ports;
 pub mod services;
 pub mod settings;
+pub mod snapshot;
 pub mod stack;
 pub mod state;
 pub mod supervisor;
@@ -65,6 +66,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Logs(args) => commands::logs::run(global, args).await,
         Command::Env(args) => commands::env::run(global, args).await,
         Command::Fetch(args) => commands::fetch::run(global, args).await,
+        Command::Snapshot(args) => commands::snapshot::run(global, args).await,
+        Command::Reset(args) => commands::reset::run(global, args).await,
         Command::Completions(args) => {
             commands::completions::run(args);
             Ok(ExitCode::SUCCESS)

@@ -6,5 +6,7 @@ pub mod env;
 pub mod fetch;
 pub mod logs;
 pub mod ls;
+pub mod reset;
+pub mod snapshot;
 pub mod status;
 pub mod up;

@@ -6,6 +6,7 @@
 
 pub mod env_format;
 pub mod progress;
+pub mod snapshot;
 pub mod summary;
 pub mod url;
 
@@ -13,6 +14,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 
 pub use progress::ProgressReporter;
+pub use snapshot::SnapshotProgress;
 
 #[derive(Debug, Clone, Copy)]
 struct Style {

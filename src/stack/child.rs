@@ -74,7 +74,7 @@ impl ChildService {
         }
     }
 
-    fn grace(&self) -> Duration {
+    pub fn grace(&self) -> Duration {
         match self {
             ChildService::Nats(_) => Duration::from_secs(15),
             ChildService::Postgres(_) => Duration::from_secs(30),

@@ -5,6 +5,7 @@
 
 mod child;
 mod connect;
+mod initial;
 mod run_file;
 
 use std::net::TcpListener;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 pub use child::READY_TIMEOUT;
 pub use connect::{connection_variables, summary};
+pub use initial::versions;
 
 use self::child::{AutoPorts, ChildService};
 use self::run_file::RunFileHandle;
@@ -28,6 +30,7 @@ use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Server;
 use crate::settings::Settings;
+use crate::snapshot::{self, Snapshots};
 use crate::state::ServiceState;
 use crate::state::instances::PortSlot;
 use crate::supervisor::signals::StopRequest;
@@ -50,6 +53,16 @@ pub async fn run(
     began: Instant,
     detached: bool,
 ) -> Result<ExitCode> {
+    // A restore that a killed opsbox left half done is finished (or discarded) before any
+    // service reads its data.
+    let snapshots = Snapshots::new(&settings.state);
+    if let Some(message) = snapshot::restore::recover(&snapshots)?.message() {
+        output::warn(&message);
+    }
+    let fresh = initial::is_fresh(settings, &snapshots);
+    // What restores replaced is deleted meanwhile, without delaying the start.
+    let leftovers = snapshots.clone();
+    tokio::task::spawn_blocking(move || leftovers.clean_leftovers());
     let fetcher = Fetcher {
         cache_dir: settings.cache_dir.clone(),
         offline: settings.offline,
@@ -149,6 +162,18 @@ pub async fn run(
         _ = stop.changed() => None,
     };
     let (s3, running) = match started {
+        Some(Ok((s3, running))) if fresh => {
+            match initial::keep(settings, &snapshots, running, auto_ports.as_ref()).await {
+                Ok(running) => (s3, running),
+                Err(e) => {
+                    if let Some(server) = s3 {
+                        server.shutdown(Duration::from_secs(5)).await;
+                    }
+                    run_file.remove();
+                    return Err(e);
+                }
+            }
+        }
         Some(Ok(parts)) => parts,
         Some(Err(e)) => {
             run_file.remove();

@@ -17,5 +17,6 @@ mod readme;
 mod s3_clients;
 mod s3_endpoint;
 mod s3_stack;
+mod snapshots;
 mod support;
 mod up_errors;

@@ -13,6 +13,8 @@ mod request_fixes;
 mod server;
 mod storage;
 
+pub use storage::adopt_copied_inodes;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

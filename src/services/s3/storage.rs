@@ -322,3 +322,46 @@ pub fn walk_keys(bucket_dir: &Path, prefix: &str) -> io::Result<Vec<(String, Pat
     }
     Ok(found)
 }
+
+/// After the S3 root was copied file by file (a snapshot import), every data file has a new
+/// inode: record it in the metadata written with it, which the copy carried over unchanged,
+/// so that the metadata is still trusted (ObjectMeta::describes) instead of rebuilt without
+/// its headers. Returns the sidecars updated, relative to `root`. Each is replaced by a rename,
+/// never rewritten in place (it may be a hard link).
+pub fn adopt_copied_inodes(root: &Path) -> io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta_root = root.join(INTERNAL).join("meta");
+    let mut updated = Vec::new();
+    let mut stack = vec![meta_root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(&meta_root) else {
+                continue;
+            };
+            let Ok(stat) = fs_err::metadata(root.join(relative)) else {
+                continue;
+            };
+            let Some(mut meta) = read_meta(&path)? else {
+                continue;
+            };
+            if meta.data_inode.is_some_and(|inode| inode != stat.ino()) && meta.size == stat.len() {
+                meta.data_inode = Some(stat.ino());
+                let json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+                let temp = path.with_extension("opsbox-adopt");
+                fs_err::write(&temp, json)?;
+                fs_err::rename(&temp, &path)?;
+                updated.push(Path::new(INTERNAL).join("meta").join(relative));
+            }
+        }
+    }
+    Ok(updated)
+}

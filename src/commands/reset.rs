@@ -1,0 +1,44 @@
+//! `opsbox reset [SERVICE...]`: restore the "initial" snapshot kept after the first `up`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::snapshot::{lock_stopped, resolve, service_names};
+use crate::cli::{GlobalArgs, ResetArgs};
+use crate::error::{Error, Result};
+use crate::output::{self, SnapshotProgress};
+use crate::snapshot::{INITIAL, SnapshotError, Snapshots, restore};
+
+pub async fn run(global: &GlobalArgs, args: &ResetArgs) -> Result<ExitCode> {
+    let settings = resolve(global)?;
+    let began = Instant::now();
+    let _lock = lock_stopped(&settings, "reset the stack")?;
+    let services = service_names(&args.services)?;
+    let snapshots = Snapshots::new(&settings.state);
+    let progress = SnapshotProgress::default();
+    let restored =
+        tokio::task::block_in_place(|| restore::restore(&snapshots, INITIAL, &services, &progress));
+    let manifest = match restored {
+        Ok(manifest) => manifest,
+        Err(SnapshotError::NotFound { .. }) => {
+            return Err(Error::Usage {
+                message: format!(
+                    "cannot reset {}: it has no initial snapshot",
+                    settings.state.root.display()
+                ),
+                hint: Some(
+                    "opsbox keeps it after the first successful `opsbox up` of a new data dir; run `opsbox up` once (or `opsbox snapshot save initial` on a stopped stack)".into(),
+                ),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    output::snapshot::done(
+        "reset to",
+        &manifest.summary(),
+        began.elapsed(),
+        None,
+        args.json,
+    );
+    Ok(ExitCode::SUCCESS)
+}
