@@ -188,10 +188,24 @@ pub fn allocate(
     Ok(allocation)
 }
 
-/// Record the ports of an instance started without `--ports auto` (under the host-wide lock,
-/// so an allocation never reads a half-written claim).
+/// Record the ports of an instance started without `--ports auto`, under the host-wide lock
+/// when this user can take it. The file is written atomically, so an allocation never reads
+/// half a claim either way; the lock only orders the claim against a running allocation. A
+/// data root this user cannot write (a system account whose home does not exist, with
+/// `--data-dir` elsewhere) has no `--ports auto` instances to order against.
 pub fn record(root: &Path, state: &StateDir, record: InstanceRecord) -> Result<(), PortError> {
-    let _lock = HostLock::acquire(root)?;
+    let _lock = match HostLock::acquire(root) {
+        Ok(lock) => Some(lock),
+        Err(PortError::Lock { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
     record.write(state)?;
     Ok(())
 }

@@ -45,6 +45,31 @@ fn readme_commands() -> Vec<(String, String)> {
 /// Each command the README shows, and the test that runs it.
 const COVERED: &[(&str, &str)] = &[
     (
+        "opsbox snapshot save s1",
+        "snapshots::restore_brings_back_exactly_the_saved_state",
+    ),
+    (
+        "opsbox snapshot restore s1",
+        "snapshots::restore_brings_back_exactly_the_saved_state and snapshots::killed_restore_leaves_the_old_or_the_new_state",
+    ),
+    (
+        "opsbox snapshot ls --json",
+        "snapshots::restore_brings_back_exactly_the_saved_state",
+    ),
+    (
+        "opsbox snapshot rm s1",
+        "snapshots::restore_brings_back_exactly_the_saved_state (rm of s2, then restore of it refused)",
+    ),
+    ("opsbox reset", "snapshots::reset_equals_a_fresh_stack"),
+    (
+        "opsbox snapshot export s1 s1.tar.zst",
+        "snapshots::export_and_import_into_a_fresh_instance_offline (to a temp file)",
+    ),
+    (
+        "opsbox snapshot import s1.tar.zst",
+        "snapshots::export_and_import_into_a_fresh_instance_offline (from a temp file)",
+    ),
+    (
         "cargo run --release -- up",
         "readme::a_second_ctrl_c_forces_the_stop (the same foreground `up`; release is only the profile)",
     ),
