@@ -3,6 +3,7 @@
 
 pub mod nats;
 pub mod postgres;
+pub mod postgres_template;
 pub mod probe;
 pub mod s3;
 

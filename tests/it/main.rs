@@ -8,6 +8,7 @@ mod faults;
 mod fetch;
 mod first_run;
 mod nats;
+mod pg_template;
 mod postgres;
 mod readme;
 mod s3_clients;
