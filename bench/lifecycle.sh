@@ -3,8 +3,8 @@
 # the supervisor's idle RSS, and the same components started by hand for comparison.
 #
 # usage: bench/lifecycle.sh [RUNS]        (default 7; median of RUNS runs each)
-# Uses the release build (built first). Binaries come from opsbox's cache (OPSBOX_CACHE_DIR if
-# set), fetched if missing. Every run gets fresh free ports. Prints a markdown table for
+# Uses the release build (built first), or the binary OPSBOX_BIN names (to compare commits).
+# Binaries come from opsbox's cache (OPSBOX_CACHE_DIR if set), fetched if missing. Every run gets fresh free ports. Prints a markdown table for
 # docs/performance.md. Uses hyperfine when installed, else a date +%s%N loop.
 # Run as root (like CI): PostgreSQL then runs as the `postgres` account, by hand via runuser.
 set -euo pipefail
@@ -13,8 +13,12 @@ repo=$(pwd)
 
 runs=${1:-7}
 target_dir=${CARGO_TARGET_DIR:-target}
-cargo build --release --bin opsbox >&2
-opsbox=$(cd "$target_dir/release" && pwd)/opsbox
+if [[ -n "${OPSBOX_BIN:-}" ]]; then
+    opsbox=$(realpath "$OPSBOX_BIN") # another build, e.g. an older commit's, to compare
+else
+    cargo build --release --bin opsbox >&2
+    opsbox=$(cd "$target_dir/release" && pwd)/opsbox
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "bench: run as root (PostgreSQL by hand is started as the postgres account)" >&2

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use crate::config::ConfigError;
 use crate::console::ConsoleError;
 use crate::fetch::FetchError;
-use crate::services::ServiceName;
+use crate::services::ServiceError;
 use crate::services::s3::S3Error;
 use crate::state::StateError;
 use crate::supervisor::SupervisorError;
+use crate::types::ServiceName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +26,8 @@ pub enum Error {
     S3(#[from] S3Error),
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
     PortInUse {
         service: ServiceName,
@@ -35,20 +38,6 @@ pub enum Error {
         owner: String,
         flag: &'static str,
         ours: bool,
-    },
-    #[error("{service} did not become ready: {reason} (after {waited_secs} s)")]
-    NotReady {
-        service: ServiceName,
-        waited_secs: u64,
-        reason: String,
-        log: Option<PathBuf>,
-        log_tail: Vec<String>,
-    },
-    #[error("{service}: {message}")]
-    Service {
-        service: ServiceName,
-        message: String,
-        hint: Option<String>,
     },
     #[error("refusing to delete the data directory {path}: it is {reason}")]
     DeleteRefused { path: PathBuf, reason: String },
@@ -117,9 +106,7 @@ impl Error {
                     "stop whatever listens on {port} (`ss -ltnp 'sport = {port}'`) or run `opsbox up {flag} <free port>`"
                 )
             }),
-            Error::NotReady { log, .. } => log
-                .as_ref()
-                .map(|log| format!("see the full log: {} (or `opsbox logs`)", log.display())),
+            Error::Service(e) => e.hint(),
             Error::DeleteRefused { .. } => Some(
                 "point --data-dir / OPSBOX_DATA_DIR at this project's own data directory, or delete the data by hand".into(),
             ),
@@ -133,7 +120,7 @@ impl Error {
                     data_dir.join("opsbox.lock").display()
                 ))
             }
-            Error::Service { hint, .. } | Error::Usage { hint, .. } => hint.clone(),
+            Error::Usage { hint, .. } => hint.clone(),
             _ => None,
         }
     }
@@ -141,7 +128,7 @@ impl Error {
     /// Extra lines shown after the hint (e.g. the last lines of a service log).
     pub fn details(&self) -> &[String] {
         match self {
-            Error::NotReady { log_tail, .. } => log_tail,
+            Error::Service(e) => e.details(),
             Error::Supervisor(SupervisorError::Exited { log_tail, .. }) => log_tail,
             _ => &[],
         }

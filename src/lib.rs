@@ -9,8 +9,10 @@ pub mod fetch;
 pub mod output;
 pub mod services;
 pub mod settings;
+pub mod stack;
 pub mod state;
 pub mod supervisor;
+pub mod types;
 
 use std::process::ExitCode;
 
@@ -31,7 +33,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            output::error(&Error::io("cannot start the async runtime", e));
+            report(&Error::io("cannot start the async runtime", e));
             return ExitCode::from(1);
         }
     };
@@ -41,10 +43,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            output::error(&error);
+            report(&error);
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+fn report(error: &Error) {
+    output::error(error, error.hint(), error.details());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {

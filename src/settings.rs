@@ -1,17 +1,24 @@
 //! Flags, environment and the ops/ files resolved once into one `Settings`, before any command
 //! runs.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg};
 use crate::config::Ops;
+use crate::console::ConsoleConfig;
 use crate::error::{Error, Result};
 use crate::fetch::{DEFAULT_NATS_VERSION, DEFAULT_POSTGRES_VERSION, PostgresRequest};
-use crate::services::ServiceName;
+use crate::output::env_format::EnvVars;
+use crate::services::nats::NatsConfig;
+use crate::services::postgres::PostgresConfig;
+use crate::services::s3::S3Config;
 use crate::state::StateDir;
+use crate::types::ServiceName;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -185,6 +192,65 @@ impl Settings {
         })
     }
 
+    /// The command line of the background supervisor of `up -d`: everything resolved, so it
+    /// runs exactly this stack. Paths stay `OsString`s (no lossy conversion); resolving these
+    /// arguments gives these settings back (tested below).
+    pub fn supervise_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = Vec::new();
+        let mut flag = |name: &str, value: OsString| {
+            out.push(name.into());
+            out.push(value);
+        };
+        if let Some(dir) = &self.project_dir {
+            flag("--project-dir", dir.clone().into_os_string());
+        }
+        flag("--data-dir", self.state.root.clone().into_os_string());
+        flag("--cache-dir", self.cache_dir.clone().into_os_string());
+        if self.offline {
+            out.push("--offline".into());
+        }
+        if self.quiet {
+            out.push("--quiet".into());
+        }
+        for _ in 0..self.verbose {
+            out.push("--verbose".into());
+        }
+        out.push("supervise".into());
+        let mut flag = |name: &str, value: OsString| {
+            out.push(name.into());
+            out.push(value);
+        };
+        flag("--host", self.host.to_string().into());
+        flag("--nats-port", self.nats.port.to_string().into());
+        flag(
+            "--nats-monitor-port",
+            self.nats.monitor_port.to_string().into(),
+        );
+        flag("--postgres-port", self.postgres.port.to_string().into());
+        flag("--s3-port", self.s3.port.to_string().into());
+        let mut services: Vec<&str> = self.services.iter().map(|s| s.as_str()).collect();
+        if let Some(port) = self.console_port {
+            flag("--console-port", port.to_string().into());
+            services.push("console");
+        }
+        flag("--services", services.join(",").into());
+        flag("--nats-version", self.nats.version.clone().into());
+        flag("--postgres-version", self.postgres.version.clone().into());
+        if let Some(path) = &self.nats.binary {
+            flag("--nats-server", path.clone().into_os_string());
+        }
+        if let Some(dir) = &self.postgres.dir {
+            flag("--postgres-dir", dir.clone().into_os_string());
+        }
+        if let Some(mirror) = &self.mirror {
+            flag("--mirror", mirror.clone().into());
+        }
+        if let Some(major) = self.postgres.allow_major {
+            flag("--allow-postgres-major", major.to_string().into());
+        }
+        out
+    }
+
     /// Settings for commands that only need the project (no host, port or binary flags).
     pub fn for_project(global: &GlobalArgs) -> Result<Settings> {
         Self::resolve(
@@ -201,6 +267,69 @@ impl Settings {
     }
 
     /// The host clients should connect to (127.0.0.1 when listening on all addresses).
+    /// What nats-server needs, and nothing else.
+    pub fn nats_config(&self) -> NatsConfig {
+        NatsConfig {
+            host: self.host,
+            client_host: self.client_host(),
+            port: self.nats.port,
+            monitor_port: self.nats.monitor_port,
+            conf: self.ops.nats_conf.clone(),
+            stream: self.ops.stream.clone(),
+        }
+    }
+
+    /// What PostgreSQL needs, and nothing else.
+    pub fn postgres_config(&self) -> PostgresConfig {
+        PostgresConfig {
+            host: self.host,
+            client_host: self.client_host(),
+            port: self.postgres.port,
+            user: self.postgres.user.clone(),
+            password: self.postgres.password.clone(),
+            database: self.postgres.database.clone(),
+            initdb_dir: self.ops.initdb_dir.clone(),
+        }
+    }
+
+    /// What the S3 endpoint needs, and nothing else.
+    pub fn s3_config(&self) -> S3Config {
+        S3Config {
+            root: self.state.s3(),
+            access_key: self.s3.access_key.clone(),
+            secret_key: self.s3.secret_key.clone(),
+            buckets: self.s3.buckets.clone(),
+            log: self.state.log(Some(ServiceName::S3)),
+        }
+    }
+
+    /// What the web console needs; `env` is what `opsbox env` prints, `storage` the S3
+    /// endpoint's own storage when S3 runs in this stack.
+    pub fn console_config(&self, env: EnvVars, storage: Option<Arc<dyn s3s::S3>>) -> ConsoleConfig {
+        let host = self.client_host();
+        let postgres = self.runs(ServiceName::Postgres).then(|| {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host(host.trim_start_matches('[').trim_end_matches(']'))
+                .port(self.postgres.port)
+                .user(&self.postgres.user)
+                .password(&self.postgres.password)
+                .dbname(&self.postgres.database);
+            config
+        });
+        ConsoleConfig {
+            access_key: self.s3.access_key.clone(),
+            secret_key: self.s3.secret_key.clone(),
+            run_file: self.state.run_file(),
+            env,
+            storage: storage.filter(|_| self.runs(ServiceName::S3)),
+            nats_url: self
+                .runs(ServiceName::Nats)
+                .then(|| format!("nats://{host}:{}", self.nats.port)),
+            postgres,
+        }
+    }
+
     pub fn client_host(&self) -> String {
         if self.host.is_unspecified() {
             "127.0.0.1".into()
@@ -262,5 +391,81 @@ fn project_key(project_dir: Option<&Path>) -> String {
                 .collect();
             format!("{name}-{}", &hex::encode(hash)[..8])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn resolve(args: &[OsString]) -> Settings {
+        let cli = Cli::try_parse_from(
+            std::iter::once(OsString::from("opsbox")).chain(args.iter().cloned()),
+        )
+        .expect("the arguments parse");
+        let (Command::Supervise(up) | Command::Up(up)) = &cli.command else {
+            panic!("not an up command: {:?}", cli.command);
+        };
+        Settings::resolve(
+            &cli.global,
+            Some(up.host),
+            &up.ports,
+            &up.binaries,
+            &up.services,
+        )
+        .expect("the arguments resolve")
+    }
+
+    #[test]
+    fn supervise_args_round_trip_even_for_paths_that_are_not_utf8() {
+        let odd = |name: &str| {
+            let mut bytes = format!("/tmp/opsbox-{name}-").into_bytes();
+            bytes.extend([0xff, 0xfe]);
+            OsString::from_vec(bytes)
+        };
+        let project = OsString::from(env!("CARGO_MANIFEST_DIR"));
+        let args: Vec<OsString> = [
+            "--project-dir".into(),
+            project,
+            "--data-dir".into(),
+            odd("data"),
+            "--cache-dir".into(),
+            odd("cache"),
+            "--offline".into(),
+            "--verbose".into(),
+            "--verbose".into(),
+            "up".into(),
+            "--host".into(),
+            "127.0.0.2".into(),
+            "--nats-port".into(),
+            "14222".into(),
+            "--postgres-port".into(),
+            "15432".into(),
+            "--services".into(),
+            "nats,postgres,console".into(),
+            "--nats-server".into(),
+            odd("nats-server"),
+            "--postgres-dir".into(),
+            odd("pg"),
+            "--allow-postgres-major".into(),
+            "15".into(),
+            "--mirror".into(),
+            "http://127.0.0.1:1/m".into(),
+        ]
+        .into_iter()
+        .collect();
+        let first = resolve(&args);
+        let again = resolve(&first.supervise_args());
+        assert_eq!(format!("{again:?}"), format!("{first:?}"));
+        assert_eq!(again.state.root.as_os_str(), odd("data"));
+        assert_eq!(
+            again.nats.binary.as_deref().map(Path::as_os_str),
+            Some(odd("nats-server").as_os_str())
+        );
     }
 }

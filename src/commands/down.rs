@@ -12,11 +12,10 @@ use crate::error::{Error, Result};
 use crate::output;
 use crate::settings::Settings;
 use crate::state::{self, Presence, RunFile, StateDir, StateLock};
+use crate::supervisor::process::{KILL_WAIT, StopOutcome};
 
 /// How often to look whether the supervisor let go of the lock.
 const POLL: Duration = Duration::from_millis(10);
-/// How long a SIGKILLed process may take to disappear.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for a supervisor that holds the lock but has not written its run file.
 const STARTING_WAIT: Duration = Duration::from_secs(5);
 
@@ -80,53 +79,50 @@ async fn wait_for_run_file(state: &StateDir) -> Result<Presence> {
 async fn stop_supervisor(state: &StateDir, run: &RunFile, timeout: Duration) -> Result<()> {
     let supervisor = run.supervisor;
     let started = Instant::now();
-    if !supervisor.signal(Signal::SIGTERM) {
-        // It exited between our check and the signal: the lock tells whether it is gone.
-        if !StateLock::is_held(state) {
+    let outcome = supervisor.stop(Signal::SIGTERM, timeout).await;
+    // It gave the lock up when it exited; a lock still held means another process has it.
+    let released = wait_until(STARTING_WAIT, || !StateLock::is_held(state)).await;
+    match outcome {
+        StopOutcome::NotRunning if released => {
             output::info(&format!(
                 "opsbox supervisor (pid {}): stopped",
                 supervisor.pid
             ));
-            return Ok(());
+            Ok(())
         }
-        return Err(Error::UnknownSupervisor {
+        StopOutcome::NotRunning => Err(Error::UnknownSupervisor {
             data_dir: state.root.clone(),
             reason: format!(
                 "the supervisor named in {} (pid {}) is gone but the lock is still held",
                 state.run_file().display(),
                 supervisor.pid
             ),
-        });
-    }
-    if wait_until(timeout, || !StateLock::is_held(state)).await {
-        for service in &run.services {
-            output::info(&format!("{}: stopped", service.name));
+        }),
+        StopOutcome::Stopped if released => {
+            for service in &run.services {
+                output::info(&format!("{}: stopped", service.name));
+            }
+            output::info(&format!(
+                "opsbox supervisor (pid {}): stopped in {} ms",
+                supervisor.pid,
+                started.elapsed().as_millis()
+            ));
+            Ok(())
         }
-        output::info(&format!(
-            "opsbox supervisor (pid {}): stopped in {} ms",
-            supervisor.pid,
-            started.elapsed().as_millis()
-        ));
-        return Ok(());
+        StopOutcome::Killed if released => {
+            output::warn(&format!(
+                "opsbox supervisor (pid {}) did not stop within {} s; killed it",
+                supervisor.pid,
+                timeout.as_secs()
+            ));
+            Ok(())
+        }
+        _ => Err(Error::StillRunning {
+            pid: supervisor.pid.to_string(),
+            data_dir: state.root.clone(),
+            waited_ms: started.elapsed().as_millis() as u64,
+        }),
     }
-    output::warn(&format!(
-        "opsbox supervisor (pid {}) did not stop within {} s; killing it",
-        supervisor.pid,
-        timeout.as_secs()
-    ));
-    supervisor.signal(Signal::SIGKILL);
-    if wait_until(KILL_WAIT, || !StateLock::is_held(state)).await {
-        output::info(&format!(
-            "opsbox supervisor (pid {}): killed",
-            supervisor.pid
-        ));
-        return Ok(());
-    }
-    Err(Error::StillRunning {
-        pid: supervisor.pid.to_string(),
-        data_dir: state.root.clone(),
-        waited_ms: started.elapsed().as_millis() as u64,
-    })
 }
 
 /// SIGKILL the process group of every recorded child that is still alive (the supervisor
@@ -136,18 +132,15 @@ async fn kill_children(run: &RunFile) {
         let Some(child) = service.process else {
             continue;
         };
-        if !child.is_alive() {
-            continue;
-        }
-        let sent = child.signal_group(Signal::SIGKILL) || child.signal(Signal::SIGKILL);
-        let gone = sent && wait_until(KILL_WAIT, || !child.is_alive()).await;
-        if gone {
-            output::info(&format!("{} (pid {}): killed", service.name, child.pid));
-        } else {
-            output::warn(&format!(
+        match child.stop(Signal::SIGKILL, KILL_WAIT).await {
+            StopOutcome::NotRunning => {}
+            StopOutcome::Stopped | StopOutcome::Killed => {
+                output::info(&format!("{} (pid {}): killed", service.name, child.pid));
+            }
+            StopOutcome::Survived => output::warn(&format!(
                 "{} (pid {}) is still alive after SIGKILL",
                 service.name, child.pid
-            ));
+            )),
         }
     }
 }

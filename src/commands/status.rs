@@ -10,10 +10,10 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::error::Result;
 use crate::output;
-use crate::services::ServiceName;
 use crate::settings::Settings;
 use crate::state::{self, ExitRecord, Presence, RunFile, ServiceRecord, ServiceState};
 use crate::supervisor::log_tail;
+use crate::types::ServiceName;
 
 /// Log lines shown under the table for a failing service.
 const TAIL_LINES: usize = 5;

@@ -19,8 +19,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::output::env_format::EnvVars;
-use crate::services::ServiceName;
-use crate::settings::Settings;
 
 /// What the console shows and how it reaches each service.
 #[derive(Clone)]
@@ -38,34 +36,6 @@ pub struct ConsoleConfig {
     pub nats_url: Option<String>,
     /// Connection to PostgreSQL, when it runs in this stack.
     pub postgres: Option<tokio_postgres::Config>,
-}
-
-impl ConsoleConfig {
-    /// The console of the stack `settings` describes; `env` is what `opsbox env` prints.
-    pub fn new(settings: &Settings, env: EnvVars, storage: Option<Arc<dyn s3s::S3>>) -> Self {
-        let host = settings.client_host();
-        let postgres = settings.runs(ServiceName::Postgres).then(|| {
-            let mut config = tokio_postgres::Config::new();
-            config
-                .host(host.trim_start_matches('[').trim_end_matches(']'))
-                .port(settings.postgres.port)
-                .user(&settings.postgres.user)
-                .password(&settings.postgres.password)
-                .dbname(&settings.postgres.database);
-            config
-        });
-        ConsoleConfig {
-            access_key: settings.s3.access_key.clone(),
-            secret_key: settings.s3.secret_key.clone(),
-            run_file: settings.state.run_file(),
-            env,
-            storage: storage.filter(|_| settings.runs(ServiceName::S3)),
-            nats_url: settings
-                .runs(ServiceName::Nats)
-                .then(|| format!("nats://{host}:{}", settings.nats.port)),
-            postgres,
-        }
-    }
 }
 
 /// Why the console could not start.

@@ -6,12 +6,11 @@
 
 pub mod env_format;
 pub mod progress;
+pub mod summary;
 pub mod url;
 
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
-
-use crate::error::Error;
 
 pub use progress::ProgressReporter;
 
@@ -106,8 +105,9 @@ pub fn try_data(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Render an error: `error:` line, `caused by:` chain, `hint:`, then any detail lines.
-pub fn error(error: &Error) {
+/// Render an error: `error:` line, `caused by:` chain, `hint:` (what to do), then any detail
+/// lines (the end of a service's log).
+pub fn error(error: &dyn std::error::Error, hint: Option<String>, details: &[String]) {
     let mut text = format!("{} {error}\n", paint("error:", "31;1"));
     // Each cause once: one whose text was already printed (an error that also writes its
     // source into its message) is skipped, and fs-err's copy of a path the message names
@@ -124,10 +124,9 @@ pub fn error(error: &Error) {
         }
         source = cause.source();
     }
-    if let Some(hint) = error.hint() {
+    if let Some(hint) = hint {
         text.push_str(&format!("{} {hint}\n", paint("hint:", "36;1")));
     }
-    let details = error.details();
     if !details.is_empty() {
         text.push_str("last log lines:\n");
         for line in details {

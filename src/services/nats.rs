@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use super::{ServiceName, probe};
+use super::error::{Result, ServiceError};
+use super::probe;
+use crate::config::NatsConf;
 use crate::config::StreamSpec;
-use crate::error::{Error, Result};
 use crate::fetch::NatsBinary;
-use crate::settings::Settings;
+use crate::state::StateDir;
 use crate::supervisor::{ChildSpec, RunningChild, log_tail};
+use crate::types::ServiceName;
 
 /// nats-server as opsbox runs it.
 #[derive(Debug, Clone)]
@@ -29,15 +31,27 @@ pub struct NatsService {
     pub store_dir: PathBuf,
 }
 
+/// What nats-server needs from the resolved settings.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub host: IpAddr,
+    /// The address clients use (the host, or loopback when the host is unspecified).
+    pub client_host: String,
+    pub port: u16,
+    pub monitor_port: u16,
+    /// The project's nats.conf (or the compiled-in default).
+    pub conf: NatsConf,
+    pub stream: StreamSpec,
+}
+
 impl NatsService {
     /// Write the wrapper configuration and create the store directory.
-    pub fn prepare(settings: &Settings, binary: NatsBinary) -> Result<Self> {
-        let state = &settings.state;
+    pub fn prepare(config: NatsConfig, state: &StateDir, binary: NatsBinary) -> Result<Self> {
         let dir = state.nats();
         let store_dir = state.jetstream();
         fs_err::create_dir_all(&store_dir)
-            .map_err(|e| Error::io(format!("cannot create {}", store_dir.display()), e))?;
-        let conf = &settings.ops.nats_conf;
+            .map_err(|e| ServiceError::io(format!("cannot create {}", store_dir.display()), e))?;
+        let conf = &config.conf;
         // The project's file is used unchanged. For the compiled-in default, a copy is written
         // next to the wrapper so there is a file to include.
         let included = match &conf.path {
@@ -45,7 +59,7 @@ impl NatsService {
             None => {
                 let copy = dir.join("nats.conf");
                 fs_err::write(&copy, &conf.text)
-                    .map_err(|e| Error::io(format!("cannot write {}", copy.display()), e))?;
+                    .map_err(|e| ServiceError::io(format!("cannot write {}", copy.display()), e))?;
                 copy
             }
         };
@@ -60,15 +74,15 @@ impl NatsService {
             &store_dir,
         ));
         crate::state::write_atomically(&wrapper, text.as_bytes())
-            .map_err(|e| Error::io(format!("cannot write {}", wrapper.display()), e))?;
+            .map_err(|e| ServiceError::io(format!("cannot write {}", wrapper.display()), e))?;
         Ok(Self {
             binary,
             wrapper,
-            host: settings.host,
-            client_host: settings.client_host(),
-            port: settings.nats.port,
-            monitor_port: settings.nats.monitor_port,
-            stream: settings.ops.stream.clone(),
+            host: config.host,
+            client_host: config.client_host,
+            port: config.port,
+            monitor_port: config.monitor_port,
+            stream: config.stream,
             log: state.log(Some(ServiceName::Nats)),
             store_dir,
         })
@@ -168,8 +182,8 @@ impl NatsService {
         Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
     }
 
-    fn not_ready(&self, started: Instant, reason: String) -> Error {
-        Error::NotReady {
+    fn not_ready(&self, started: Instant, reason: String) -> ServiceError {
+        ServiceError::NotReady {
             service: ServiceName::Nats,
             waited_secs: started.elapsed().as_secs(),
             reason,
@@ -181,7 +195,7 @@ impl NatsService {
     /// Create the stream from ops/setup_streams.sh, or check that the existing one matches.
     /// An existing stream with other subjects or storage is reported, never deleted.
     pub async fn ensure_stream(&self) -> Result<()> {
-        let fail = |message: String| Error::Service {
+        let fail = |message: String| ServiceError::Failed {
             service: ServiceName::Nats,
             message,
             hint: None,
@@ -205,7 +219,7 @@ impl NatsService {
                 have_subjects.sort();
                 want_subjects.sort();
                 if have_subjects != want_subjects || have.storage != wanted.storage {
-                    return Err(Error::Service {
+                    return Err(ServiceError::Failed {
                         service: ServiceName::Nats,
                         message: format!(
                             "stream {} exists with subjects {:?} and {:?} storage, but ops/setup_streams.sh defines subjects {:?} and {:?} storage",

@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::{ServiceName, probe};
-use crate::error::{Error, Result};
+use super::error::{Result, ServiceError};
+use super::probe;
 use crate::fetch::PostgresInstall;
-use crate::settings::Settings;
+use crate::state::StateDir;
+use crate::supervisor::process::StopOutcome;
 use crate::supervisor::{
-    Account, ChildSpec, ProcessIdentity, RunningChild, log_tail, process, run_to_completion, spawn,
+    Account, ChildSpec, RunningChild, log_tail, process, run_to_completion, spawn,
 };
+use crate::types::ProcessIdentity;
+use crate::types::ServiceName;
 
 /// PostgreSQL as opsbox runs it.
 #[derive(Debug, Clone)]
@@ -45,33 +48,51 @@ pub fn data_directory_major(data_dir: &Path) -> Option<u32> {
         .ok()
 }
 
-fn fail(message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Service {
+fn fail(message: impl Into<String>, hint: Option<String>) -> ServiceError {
+    ServiceError::Failed {
         service: ServiceName::Postgres,
         message: message.into(),
         hint,
     }
 }
 
+/// What PostgreSQL needs from the resolved settings.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: IpAddr,
+    /// The address clients use (the host, or loopback when the host is unspecified).
+    pub client_host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The compose database, created on first start.
+    pub database: String,
+    /// `ops/postgres/initdb.d`, run once on a new cluster.
+    pub initdb_dir: Option<PathBuf>,
+}
+
 impl PostgresService {
-    pub fn prepare(settings: &Settings, install: PostgresInstall) -> Result<Self> {
+    pub fn prepare(
+        config: PostgresConfig,
+        state: &StateDir,
+        install: PostgresInstall,
+    ) -> Result<Self> {
         let account = Account::unprivileged_for_root("PostgreSQL")?;
-        let state = &settings.state;
         let parent = state.postgres();
         fs_err::create_dir_all(&parent)
-            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+            .map_err(|e| ServiceError::io(format!("cannot create {}", parent.display()), e))?;
         let service = Self {
             install,
             data_dir: state.postgres_data(),
-            host: settings.host,
-            client_host: settings.client_host(),
-            port: settings.postgres.port,
-            user: settings.postgres.user.clone(),
-            password: settings.postgres.password.clone(),
-            database: settings.postgres.database.clone(),
+            host: config.host,
+            client_host: config.client_host,
+            port: config.port,
+            user: config.user,
+            password: config.password,
+            database: config.database,
             account,
             log: state.log(Some(ServiceName::Postgres)),
-            initdb_dir: settings.ops.initdb_dir.clone(),
+            initdb_dir: config.initdb_dir,
         };
         if let Some(account) = &service.account {
             // Our own directories may be opened for traversal (search only, no listing).
@@ -182,17 +203,18 @@ impl PostgresService {
             // Only ever a previous, failed initialisation of ours; it never held user data
             // that was acknowledged.
             fs_err::remove_dir_all(&staging)
-                .map_err(|e| Error::io(format!("cannot remove {}", staging.display()), e))?;
+                .map_err(|e| ServiceError::io(format!("cannot remove {}", staging.display()), e))?;
         }
         fs_err::create_dir(&staging)
-            .map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
+            .map_err(|e| ServiceError::io(format!("cannot create {}", staging.display()), e))?;
         let password_file = parent.join("initdb.password");
-        fs_err::write(&password_file, format!("{}\n", self.password))
-            .map_err(|e| Error::io(format!("cannot write {}", password_file.display()), e))?;
+        fs_err::write(&password_file, format!("{}\n", self.password)).map_err(|e| {
+            ServiceError::io(format!("cannot write {}", password_file.display()), e)
+        })?;
         for path in [&staging, &password_file] {
             let mode = if path.is_dir() { 0o700 } else { 0o600 };
             fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-                Error::io(format!("cannot set permissions of {}", path.display()), e)
+                ServiceError::io(format!("cannot set permissions of {}", path.display()), e)
             })?;
             self.give_to_account(path)?;
         }
@@ -236,7 +258,7 @@ impl PostgresService {
 
         sync_filesystem(&staging)?;
         fs_err::rename(&staging, &self.data_dir).map_err(|e| {
-            Error::io(
+            ServiceError::io(
                 format!(
                     "cannot move {} to {}",
                     staging.display(),
@@ -254,7 +276,7 @@ impl PostgresService {
     fn give_to_account(&self, path: &Path) -> Result<()> {
         if let Some(account) = &self.account {
             std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid)).map_err(|e| {
-                Error::io(
+                ServiceError::io(
                     format!("cannot give {} to {}", path.display(), account.name),
                     e,
                 )
@@ -307,17 +329,18 @@ impl PostgresService {
             }
         };
         if self.is_our_postmaster(pid) {
-            identity.signal(Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while identity.is_alive() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if identity.is_alive() {
-                identity.signal_group(Signal::SIGKILL);
-                identity.signal(Signal::SIGKILL);
-                while identity.is_alive() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+            // SIGINT is PostgreSQL's fast shutdown.
+            if identity.stop(Signal::SIGINT, Duration::from_secs(30)).await == StopOutcome::Survived
+            {
+                return Err(fail(
+                    format!(
+                        "a PostgreSQL (pid {pid}) left running on {} by an earlier opsbox survived SIGKILL",
+                        self.data_dir.display()
+                    ),
+                    Some(format!(
+                        "stop pid {pid} by hand, then run `opsbox up` again"
+                    )),
+                ));
             }
             return Ok(Some(format!(
                 "stopped a PostgreSQL (pid {pid}) left running on {} by an earlier opsbox",
@@ -334,8 +357,9 @@ impl PostgresService {
 
     fn move_pid_file_aside(&self, pid_file: &Path) -> Result<PathBuf> {
         let aside = self.data_dir.join("postmaster.pid.stale");
-        fs_err::rename(pid_file, &aside)
-            .map_err(|e| Error::io(format!("cannot move aside {}", pid_file.display()), e))?;
+        fs_err::rename(pid_file, &aside).map_err(|e| {
+            ServiceError::io(format!("cannot move aside {}", pid_file.display()), e)
+        })?;
         Ok(aside)
     }
 
@@ -413,8 +437,8 @@ impl PostgresService {
         }
     }
 
-    fn not_ready(&self, started: Instant, reason: String) -> Error {
-        Error::NotReady {
+    fn not_ready(&self, started: Instant, reason: String) -> ServiceError {
+        ServiceError::NotReady {
             service: ServiceName::Postgres,
             waited_secs: started.elapsed().as_secs(),
             reason,
@@ -486,7 +510,7 @@ impl PostgresService {
             return Ok(());
         };
         let mut scripts: Vec<PathBuf> = fs_err::read_dir(dir)
-            .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?
+            .map_err(|e| ServiceError::io(format!("cannot read {}", dir.display()), e))?
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "sql" || x == "sh"))
@@ -548,9 +572,9 @@ fn postmaster_says_ready(data_dir: &Path) -> bool {
 /// Flush everything under `dir` to disk (initdb ran with --no-sync).
 fn sync_filesystem(dir: &Path) -> Result<()> {
     let file = fs_err::File::open(dir)
-        .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
+        .map_err(|e| ServiceError::io(format!("cannot open {}", dir.display()), e))?;
     nix::unistd::syncfs(&file)
-        .map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e.into()))
+        .map_err(|e| ServiceError::io(format!("cannot sync {}", dir.display()), e.into()))
 }
 
 /// Give `account` search (x) permission on a directory opsbox owns, when it lacks it.
@@ -560,8 +584,9 @@ fn grant_search(dir: &Path, account: &Account) -> Result<()> {
     };
     if !can_search(&meta, account) {
         let mode = meta.permissions().mode() | 0o001;
-        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(format!("cannot set permissions of {}", dir.display()), e))?;
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            ServiceError::io(format!("cannot set permissions of {}", dir.display()), e)
+        })?;
     }
     Ok(())
 }

@@ -2,14 +2,16 @@
 //! the run file that tells `status`, `logs` and `down` what is running.
 
 pub mod lock;
+pub mod log_follower;
 pub mod run_file;
 
 use std::path::{Path, PathBuf};
 
 pub use lock::StateLock;
+pub use log_follower::LogFollower;
 pub use run_file::{ExitRecord, RunFile, ServiceRecord, ServiceState};
 
-use crate::services::ServiceName;
+use crate::types::ServiceName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{StateError, write_atomically};
-use crate::services::ServiceName;
-use crate::supervisor::ProcessIdentity;
+use crate::types::ProcessIdentity;
+use crate::types::ServiceName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

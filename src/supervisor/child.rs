@@ -8,9 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 
 use super::account::Account;
-use super::process::ProcessIdentity;
+use super::process::StopOutcome;
 use super::spawner::on_spawner_thread;
 use super::{SupervisorError, log_tail};
+use crate::types::ProcessIdentity;
 
 /// Everything needed to start a child.
 #[derive(Debug, Clone)]
@@ -185,7 +186,8 @@ impl RunningChild {
     }
 
     /// `stop`, cut short when `force` completes first (a second Ctrl-C): the process group is
-    /// SIGKILLed at once instead of after the grace period.
+    /// SIGKILLed at once instead of after the grace period. The child is not reaped before
+    /// the stop routine ends, so its pid cannot have been reused meanwhile.
     pub async fn stop_or_force(
         mut self,
         grace: Duration,
@@ -194,17 +196,17 @@ impl RunningChild {
         if let Some(status) = self.try_exited() {
             return status;
         }
-        // The child is not yet reaped, so its pid cannot have been reused.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), self.stop_signal);
-        tokio::select! {
-            exited = tokio::time::timeout(grace, self.child.wait()) => {
-                if let Ok(Ok(status)) = exited {
-                    return status;
-                }
-            }
-            () = force => {}
+        let outcome = self
+            .identity
+            .stop_or_force(self.stop_signal, grace, force)
+            .await;
+        if matches!(outcome, StopOutcome::Survived | StopOutcome::NotRunning)
+            && self.try_exited().is_none()
+        {
+            // Still running (uninterruptible, or /proc did not show its start time): it is not
+            // reaped, so its pid is still its own; kill it and wait however long it takes.
+            let _ = self.child.start_kill();
         }
-        self.kill_group();
         self.wait().await
     }
 

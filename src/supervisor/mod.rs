@@ -8,7 +8,6 @@ pub mod process;
 pub mod restart_policy;
 pub mod signals;
 mod spawner;
-pub mod stack;
 
 use std::path::PathBuf;
 
@@ -16,7 +15,6 @@ pub use account::Account;
 pub use child::{
     ChildSpec, RunningChild, capture_output, run_to_completion, spawn, spawn_detached,
 };
-pub use process::ProcessIdentity;
 pub use restart_policy::{RestartDecision, RestartPolicy};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,44 +1,86 @@
 //! Facts about processes read from /proc, and signals sent only after proving a pid still
 //! names the process we recorded (pids get reused).
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
-/// A pid plus the process's start time (clock ticks since boot), which together name one
-/// process for the life of the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessIdentity {
-    pub pid: i32,
-    pub start_ticks: u64,
+use crate::types::ProcessIdentity;
+
+/// How long a SIGKILLed process may take to disappear.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How often a stop looks whether the process is gone.
+const POLL: Duration = Duration::from_millis(10);
+
+/// How [`ProcessIdentity::stop`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The process was already gone (or the pid names another process now): nothing was sent.
+    NotRunning,
+    /// It exited within the grace period.
+    Stopped,
+    /// It outlived the grace period (or the stop was forced) and was SIGKILLed with its group.
+    Killed,
+    /// It is still alive after SIGKILL (uninterruptible sleep, or another user's process).
+    Survived,
 }
 
 impl ProcessIdentity {
-    /// The identity of the live process `pid`, or `None` if there is none (or it is a zombie).
-    pub fn of(pid: i32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name (field 2) is in parentheses and may contain spaces: split after the
-        // last ')'.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // rest starts at field 3 (state); starttime is field 22.
-        if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
-            return None;
+    /// The one stop routine: `signal`, up to `grace` for the process to go, then SIGKILL to
+    /// its process group and to it, up to [`KILL_WAIT`] more. A zombie counts as gone (it runs
+    /// nothing); our own children are reaped by their owner afterwards.
+    pub async fn stop(&self, signal: Signal, grace: Duration) -> StopOutcome {
+        self.stop_or_force(signal, grace, std::future::pending())
+            .await
+    }
+
+    /// `stop`, cut short when `force` completes first (a second Ctrl-C): SIGKILL at once
+    /// instead of after the grace period.
+    pub async fn stop_or_force(
+        &self,
+        signal: Signal,
+        grace: Duration,
+        force: impl Future<Output = ()>,
+    ) -> StopOutcome {
+        let sent = if signal == Signal::SIGKILL {
+            // A group first, so no member survives its leader.
+            self.signal_group(signal) | self.signal(signal)
+        } else {
+            self.signal(signal)
+        };
+        if !sent {
+            return StopOutcome::NotRunning;
         }
-        let start_ticks = fields.get(19)?.parse().ok()?;
-        Some(Self { pid, start_ticks })
+        tokio::select! {
+            gone = self.wait_gone(grace) => if gone {
+                return StopOutcome::Stopped;
+            },
+            () = force => {}
+        }
+        self.signal_group(Signal::SIGKILL);
+        self.signal(Signal::SIGKILL);
+        if self.wait_gone(KILL_WAIT).await {
+            StopOutcome::Killed
+        } else {
+            StopOutcome::Survived
+        }
     }
 
-    /// Our own identity.
-    pub fn current() -> Option<Self> {
-        Self::of(std::process::id() as i32)
-    }
-
-    /// Whether this exact process is still alive.
-    pub fn is_alive(&self) -> bool {
-        Self::of(self.pid).is_some_and(|now| now.start_ticks == self.start_ticks)
+    /// Whether the process is gone within `within`.
+    pub async fn wait_gone(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if !self.is_alive() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Send `signal` if, and only if, the pid still names this process. Returns whether it was

@@ -7,6 +7,7 @@ mod console;
 mod faults;
 mod fetch;
 mod first_run;
+mod layers;
 mod nats;
 mod pg_template;
 mod postgres;

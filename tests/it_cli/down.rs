@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use opsbox::services::ServiceName;
 use opsbox::state::{ServiceState, StateLock};
-use opsbox::supervisor::ProcessIdentity;
+use opsbox::types::ProcessIdentity;
+use opsbox::types::ServiceName;
 
 use crate::support::{FakeChild, FakeSupervisor, Project, run_file, wait_for};
 

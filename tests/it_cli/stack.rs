@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use opsbox::state::StateLock;
-use opsbox::supervisor::ProcessIdentity;
+use opsbox::types::ProcessIdentity;
 
 use crate::support::Stack;
 
@@ -121,7 +121,7 @@ fn up_status_env_logs_down_leave_nothing_behind() {
         stack
             .project
             .state()
-            .log(Some(opsbox::services::ServiceName::Nats)),
+            .log(Some(opsbox::types::ServiceName::Nats)),
     )
     .expect("the nats log");
     let lines: Vec<&str> = file.lines().collect();

@@ -1,9 +1,9 @@
 //! `opsbox status`: not running, and a running stand-in supervisor whose run file is checked
 //! against the live processes.
 
-use opsbox::services::ServiceName;
 use opsbox::state::ServiceState;
-use opsbox::supervisor::ProcessIdentity;
+use opsbox::types::ProcessIdentity;
+use opsbox::types::ServiceName;
 
 use crate::support::{FakeChild, FakeSupervisor, Project, run_file};
 

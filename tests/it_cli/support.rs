@@ -8,9 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use opsbox::services::ServiceName;
 use opsbox::state::{RunFile, ServiceRecord, ServiceState, StateDir, StateLock};
-use opsbox::supervisor::ProcessIdentity;
+use opsbox::types::ProcessIdentity;
+use opsbox::types::ServiceName;
 
 /// The repository, whose ops/ is the project every test runs against.
 pub fn repo() -> PathBuf {

@@ -429,6 +429,40 @@ fn place_retrying(temp: TempPath, dest: &Path, stop: &Path) -> io::Result<PathBu
     }
 }
 
+/// GetObject's and HeadObject's shared headers (two s3s output types with the same fields),
+/// filled from the object's metadata and the selected range; `$output { .. }` adds the
+/// type's own fields. S3 sends checksums only for whole-object reads.
+macro_rules! object_output {
+    ($output:ident { $($field:ident: $value:expr),* $(,)? }, $meta:expr, $selected:expr, $modified:expr) => {{
+        let meta = $meta;
+        let selected = $selected;
+        let whole = selected.content_range.is_none();
+        $output {
+            $($field: $value,)*
+            content_length: Some(i64::try_from(selected.length).unwrap_or(i64::MAX)),
+            content_range: selected.content_range,
+            parts_count: selected.parts_count,
+            last_modified: Some(Timestamp::from($modified)),
+            accept_ranges: Some("bytes".to_owned()),
+            e_tag: (!meta.e_tag.is_empty()).then(|| ETag::Strong(meta.e_tag.clone())),
+            expires: parse_expires(&meta),
+            content_type: meta.content_type,
+            content_encoding: meta.content_encoding,
+            content_disposition: meta.content_disposition,
+            content_language: meta.content_language,
+            cache_control: meta.cache_control,
+            website_redirect_location: meta.website_redirect_location,
+            metadata: meta.user_metadata,
+            checksum_crc32: meta.checksum_crc32.filter(|_| whole),
+            checksum_crc32c: meta.checksum_crc32c.filter(|_| whole),
+            checksum_sha1: meta.checksum_sha1.filter(|_| whole),
+            checksum_sha256: meta.checksum_sha256.filter(|_| whole),
+            checksum_crc64nvme: meta.checksum_crc64nvme.filter(|_| whole),
+            ..Default::default()
+        }
+    }};
+}
+
 #[async_trait::async_trait]
 impl S3 for Backend {
     async fn create_bucket(
@@ -627,31 +661,14 @@ impl S3 for Backend {
         }
         let stream =
             tokio_util::io::ReaderStream::with_capacity(file.take(selected.length), READ_BUFFER);
-        let whole = selected.content_range.is_none();
-        Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(stream)),
-            content_length: Some(i64::try_from(selected.length).unwrap_or(i64::MAX)),
-            content_range: selected.content_range,
-            parts_count: selected.parts_count,
-            last_modified: Some(Timestamp::from(modified)),
-            accept_ranges: Some("bytes".to_owned()),
-            e_tag: (!meta.e_tag.is_empty()).then(|| ETag::Strong(meta.e_tag.clone())),
-            expires: parse_expires(&meta),
-            content_type: meta.content_type,
-            content_encoding: meta.content_encoding,
-            content_disposition: meta.content_disposition,
-            content_language: meta.content_language,
-            cache_control: meta.cache_control,
-            website_redirect_location: meta.website_redirect_location,
-            metadata: meta.user_metadata,
-            // S3 sends checksums only for whole-object reads.
-            checksum_crc32: meta.checksum_crc32.filter(|_| whole),
-            checksum_crc32c: meta.checksum_crc32c.filter(|_| whole),
-            checksum_sha1: meta.checksum_sha1.filter(|_| whole),
-            checksum_sha256: meta.checksum_sha256.filter(|_| whole),
-            checksum_crc64nvme: meta.checksum_crc64nvme.filter(|_| whole),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(object_output!(
+            GetObjectOutput {
+                body: Some(StreamingBlob::wrap(stream)),
+            },
+            meta,
+            selected,
+            modified
+        )))
     }
 
     async fn head_object(
@@ -685,34 +702,12 @@ impl S3 for Backend {
         }
         .check_read(&meta.e_tag, modified)?;
         let selected = select(&meta, stat.len(), input.range.as_ref(), input.part_number)?;
-        let whole = selected.content_range.is_none();
-        let status = if whole {
+        let status = if selected.content_range.is_none() {
             http::StatusCode::OK
         } else {
             http::StatusCode::PARTIAL_CONTENT
         };
-        let output = HeadObjectOutput {
-            content_length: Some(i64::try_from(selected.length).unwrap_or(i64::MAX)),
-            content_range: selected.content_range,
-            parts_count: selected.parts_count,
-            last_modified: Some(Timestamp::from(modified)),
-            accept_ranges: Some("bytes".to_owned()),
-            e_tag: (!meta.e_tag.is_empty()).then(|| ETag::Strong(meta.e_tag.clone())),
-            expires: parse_expires(&meta),
-            content_type: meta.content_type,
-            content_encoding: meta.content_encoding,
-            content_disposition: meta.content_disposition,
-            content_language: meta.content_language,
-            cache_control: meta.cache_control,
-            website_redirect_location: meta.website_redirect_location,
-            metadata: meta.user_metadata,
-            checksum_crc32: meta.checksum_crc32.filter(|_| whole),
-            checksum_crc32c: meta.checksum_crc32c.filter(|_| whole),
-            checksum_sha1: meta.checksum_sha1.filter(|_| whole),
-            checksum_sha256: meta.checksum_sha256.filter(|_| whole),
-            checksum_crc64nvme: meta.checksum_crc64nvme.filter(|_| whole),
-            ..Default::default()
-        };
+        let output = object_output!(HeadObjectOutput {}, meta, selected, modified);
         Ok(S3Response::with_status(output, status))
     }
 

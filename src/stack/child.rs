@@ -1,20 +1,19 @@
-//! The running stack: start every selected service in parallel, keep the run file current,
-//! restart crashed children as the restart policy says, and stop everything in order when asked.
+//! The services that run as child processes: start one until ready, start all in parallel,
+//! and watch one, restarting it as the restart policy says.
 
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::signals::StopRequest;
-use super::{RestartPolicy, RunningChild};
+use super::run_file::{RunFileHandle, mark_ready, unix_now_ms};
 use crate::error::{Error, Result};
-use crate::services::ServiceName;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
-use crate::services::s3::S3Server;
-use crate::state::{ExitRecord, RunFile, ServiceState};
+use crate::state::{ExitRecord, ServiceState};
+use crate::supervisor::signals::StopRequest;
+use crate::supervisor::{RestartPolicy, RunningChild};
+use crate::types::ServiceName;
 
 /// How long a (re)started child may take to become ready before the attempt counts as failed.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,7 +84,7 @@ impl ChildService {
     ) -> std::result::Result<RunningChild, StartFailure> {
         match self {
             ChildService::Nats(nats) => {
-                let mut child = super::spawn(&nats.child_spec())
+                let mut child = crate::supervisor::spawn(&nats.child_spec())
                     .await
                     .map_err(|e| StartFailure::before_spawn(e.into()))?;
                 let ready = async {
@@ -96,7 +95,7 @@ impl ChildService {
                 match ready {
                     Ok(()) => Ok(child),
                     Err(error) => Err(StartFailure {
-                        error,
+                        error: error.into(),
                         exit: Some(child.stop(Duration::from_secs(5)).await),
                         transient: false,
                     }),
@@ -123,7 +122,7 @@ impl ChildService {
                 };
                 prepared.await.map_err(StartFailure::before_spawn)?;
                 let log_offset = postgres.log_length();
-                let mut child = super::spawn(&postgres.child_spec())
+                let mut child = crate::supervisor::spawn(&postgres.child_spec())
                     .await
                     .map_err(|e| StartFailure::before_spawn(e.into()))?;
                 let ready = async {
@@ -134,7 +133,7 @@ impl ChildService {
                 match ready {
                     Ok(()) => Ok(child),
                     Err(error) => Err(StartFailure {
-                        error,
+                        error: error.into(),
                         exit: Some(child.stop(Duration::from_secs(10)).await),
                         transient: postgres.refused_for_leftovers_since(log_offset),
                     }),
@@ -180,70 +179,6 @@ fn exit_record(status: Option<ExitStatus>, was_ready: bool) -> ExitRecord {
         at_ms: unix_now_ms(),
         was_ready,
     }
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The run file, shared by the tasks that watch each service, rewritten on every change.
-#[derive(Clone)]
-pub struct RunFileHandle {
-    inner: Arc<Mutex<RunFile>>,
-    path: std::path::PathBuf,
-}
-
-impl RunFileHandle {
-    pub fn new(run_file: RunFile, path: std::path::PathBuf) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(run_file)),
-            path,
-        }
-    }
-
-    pub fn update(&self, name: ServiceName, change: impl FnOnce(&mut crate::state::ServiceRecord)) {
-        let mut run_file = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(record) = run_file.service_mut(name) {
-            change(record);
-        }
-        if let Err(e) = run_file.write(&self.path) {
-            crate::output::warn(&e.to_string());
-        }
-    }
-
-    pub fn snapshot(&self) -> RunFile {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn write(&self) -> Result<()> {
-        let run_file = self.snapshot();
-        run_file.write(&self.path)?;
-        Ok(())
-    }
-
-    pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Record a child as ready in the run file.
-pub fn mark_ready(run_file: &RunFileHandle, name: ServiceName, child: &RunningChild) {
-    let identity = child.identity;
-    run_file.update(name, |record| {
-        record.state = ServiceState::Ready;
-        record.process = Some(identity);
-        record.started_at = Some(unix_now());
-        record.last_error = None;
-        record.next_start_at_ms = None;
-    });
 }
 
 /// Watch one child until a stop is requested: restart it whenever it dies, as the restart
@@ -353,18 +288,6 @@ pub async fn watch_child(
             }
         }
     }
-}
-
-/// Stop the S3 endpoint: stop accepting, drain in-flight requests.
-pub async fn stop_s3(server: S3Server, run_file: &RunFileHandle) {
-    run_file.update(ServiceName::S3, |record| {
-        record.state = ServiceState::Stopping
-    });
-    server.shutdown(Duration::from_secs(10)).await;
-    run_file.update(ServiceName::S3, |record| {
-        record.state = ServiceState::Stopped
-    });
-    crate::output::info("s3: stopped");
 }
 
 /// Start one service; a start refused only because of a hard crash's leftovers is retried,

@@ -1,0 +1,218 @@
+//! The running stack, between the commands and the services: fetch the binaries, prepare and
+//! start every selected service in parallel, keep the run file current, restart crashed
+//! children as the restart policy says, and stop everything in order when asked. Adding a
+//! service means adding it here and in `services/`, never in the supervisor.
+
+mod child;
+mod connect;
+mod run_file;
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+pub use child::READY_TIMEOUT;
+pub use connect::{connection_variables, summary};
+
+use self::child::ChildService;
+use self::run_file::RunFileHandle;
+use crate::console::ConsoleServer;
+use crate::error::{Error, Result};
+use crate::fetch::Fetcher;
+use crate::output;
+use crate::services::nats::NatsService;
+use crate::services::postgres::PostgresService;
+use crate::services::s3::S3Server;
+use crate::settings::Settings;
+use crate::state::ServiceState;
+use crate::supervisor::signals::StopRequest;
+use crate::types::ServiceName;
+
+/// The listeners opsbox serves itself, bound by the port pre-flight before anything starts
+/// and handed over here, so no other process can take the port in between.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub s3: Option<TcpListener>,
+    pub console: Option<TcpListener>,
+}
+
+/// Run the stack in this process until `stop` asks for a stop (SIGINT/SIGTERM); `began` is
+/// when the command started, for the "ready in" line.
+pub async fn run(
+    settings: &Settings,
+    listeners: Listeners,
+    mut stop: watch::Receiver<StopRequest>,
+    began: Instant,
+    detached: bool,
+) -> Result<ExitCode> {
+    let fetcher = Fetcher {
+        cache_dir: settings.cache_dir.clone(),
+        offline: settings.offline,
+        mirror: settings.mirror.clone(),
+        reporter: Arc::new(output::ProgressReporter::with_log(settings.state.log(None))),
+    };
+    let (nats_binary, postgres_install) = tokio::join!(
+        async {
+            if settings.runs(ServiceName::Nats) {
+                fetcher
+                    .nats_server(settings.nats.binary.clone(), &settings.nats.version)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+        async {
+            if settings.runs(ServiceName::Postgres) {
+                fetcher
+                    .postgres(&settings.postgres.fetch_request())
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+    );
+    let mut children = Vec::new();
+    if let Some(binary) = nats_binary? {
+        children.push(ChildService::Nats(NatsService::prepare(
+            settings.nats_config(),
+            &settings.state,
+            binary,
+        )?));
+    }
+    if let Some(install) = postgres_install? {
+        children.push(ChildService::Postgres(PostgresService::prepare(
+            settings.postgres_config(),
+            &settings.state,
+            install,
+        )?));
+    }
+
+    let run_file = RunFileHandle::new(
+        run_file::initial(settings, detached),
+        settings.state.run_file(),
+    );
+    run_file.write()?;
+
+    let s3_config = settings.s3_config();
+    let starting = async {
+        let s3 = async {
+            match listeners.s3 {
+                Some(listener) => {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| Error::io("cannot use the S3 listener", e))?;
+                    let began = Instant::now();
+                    let server = S3Server::start(s3_config, listener).await?;
+                    output::info(&format!("s3: ready in {} ms", began.elapsed().as_millis()));
+                    Ok::<_, Error>(Some(server))
+                }
+                None => Ok(None),
+            }
+        };
+        let (s3, running) = tokio::join!(s3, child::start_all(&children, READY_TIMEOUT));
+        match (s3, running) {
+            (Ok(s3), Ok(running)) => Ok((s3, running)),
+            (Ok(Some(server)), Err(e)) => {
+                server.shutdown(Duration::from_secs(5)).await;
+                Err(e)
+            }
+            (Err(e), Ok(running)) => {
+                for (service, child) in running {
+                    let _ = service;
+                    child.stop(Duration::from_secs(15)).await;
+                }
+                Err(e)
+            }
+            (_, Err(e)) => Err(e),
+        }
+    };
+    let started = tokio::select! {
+        result = starting => Some(result),
+        _ = stop.changed() => None,
+    };
+    let (s3, running) = match started {
+        Some(Ok(parts)) => parts,
+        Some(Err(e)) => {
+            run_file.remove();
+            return Err(e);
+        }
+        None => {
+            // Dropping the start future kills any child it had spawned (kill-on-drop).
+            run_file.remove();
+            output::info("stopped before the stack was ready");
+            return Ok(ExitCode::from(130));
+        }
+    };
+
+    let console = listeners
+        .console
+        .map(|listener| {
+            let storage = s3.as_ref().map(S3Server::storage);
+            let env = connect::connection_variables(settings, None);
+            ConsoleServer::start(settings.console_config(env, storage), listener)
+        })
+        .transpose()?;
+    for (service, child) in &running {
+        run_file::mark_ready(&run_file, service.name(), child);
+    }
+    if s3.is_some() {
+        run_file.update(ServiceName::S3, |record| {
+            record.state = ServiceState::Ready;
+            record.started_at = Some(run_file::unix_now());
+        });
+    }
+    output::info(&format!(
+        "opsbox: all services ready in {} ms",
+        began.elapsed().as_millis()
+    ));
+    if !settings.quiet && !detached {
+        output::info(&connect::summary(&run_file.snapshot(), settings));
+        output::info("press Ctrl-C to stop (twice to force)");
+    }
+
+    let watchers: Vec<_> = running
+        .into_iter()
+        .map(|(service, child)| {
+            tokio::spawn(child::watch_child(
+                service,
+                child,
+                run_file.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    while *stop.borrow() == StopRequest::None {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+    output::info("opsbox: stopping");
+    let s3_stop = async {
+        if let Some(console) = console {
+            console.shutdown(Duration::from_secs(2)).await;
+        }
+        if let Some(server) = s3 {
+            stop_s3(server, &run_file).await;
+        }
+    };
+    let (_, _) = tokio::join!(s3_stop, futures::future::join_all(watchers));
+    run_file.remove();
+    output::info("opsbox: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stop the S3 endpoint: stop accepting, drain in-flight requests.
+async fn stop_s3(server: S3Server, run_file: &RunFileHandle) {
+    run_file.update(ServiceName::S3, |record| {
+        record.state = ServiceState::Stopping
+    });
+    server.shutdown(Duration::from_secs(10)).await;
+    run_file.update(ServiceName::S3, |record| {
+        record.state = ServiceState::Stopped
+    });
+    output::info("s3: stopped");
+}
