@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::error::{Result, ServiceError};
+use super::postgres_template::{
+    ClusterRecipe, ClusterTemplate, Provided, TemplateError, error_chain,
+};
 use super::probe;
 use crate::fetch::PostgresInstall;
 use crate::state::StateDir;
@@ -37,7 +40,12 @@ pub struct PostgresService {
     pub account: Option<Account>,
     pub log: PathBuf,
     pub initdb_dir: Option<PathBuf>,
+    /// The shared cache, where the cluster template lives.
+    pub cache_dir: PathBuf,
 }
+
+/// initdb's options: what every cluster opsbox makes is like (part of the template's recipe).
+const INITDB_OPTIONS: [&str; 3] = ["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"];
 
 /// The major version a data directory was created by, as PostgreSQL records it (`PG_VERSION`).
 pub fn data_directory_major(data_dir: &Path) -> Option<u32> {
@@ -69,6 +77,17 @@ pub struct PostgresConfig {
     pub database: String,
     /// `ops/postgres/initdb.d`, run once on a new cluster.
     pub initdb_dir: Option<PathBuf>,
+    /// The shared cache (binaries and the cluster template).
+    pub cache_dir: PathBuf,
+}
+
+impl From<TemplateError> for ServiceError {
+    fn from(error: TemplateError) -> Self {
+        fail(
+            error_chain(&error),
+            Some("remove the postgres-templates directory of the cache to have the template built again".into()),
+        )
+    }
 }
 
 impl PostgresService {
@@ -93,6 +112,7 @@ impl PostgresService {
             account,
             log: state.log(Some(ServiceName::Postgres)),
             initdb_dir: config.initdb_dir,
+            cache_dir: config.cache_dir,
         };
         if let Some(account) = &service.account {
             // Our own directories may be opened for traversal (search only, no listing).
@@ -193,10 +213,28 @@ impl PostgresService {
         self.server_spec(&self.data_dir, &self.host.to_string())
     }
 
-    /// First initialisation, atomically: initdb into a temporary directory, start it, create
-    /// the database, run ops/postgres/initdb.d, stop it, then rename it into place. A failure
-    /// leaves no half-initialised data directory behind.
-    pub async fn initialise(&self, timeout: Duration) -> Result<()> {
+    /// The cluster template this service's new data directories are copied from.
+    pub fn template(&self) -> ClusterTemplate {
+        let environment = self.spec("initdb", "initdb").env;
+        ClusterTemplate::new(
+            &self.cache_dir,
+            &ClusterRecipe {
+                version: &self.install.version,
+                install_dir: &self.install.dir,
+                superuser: &self.user,
+                password: &self.password,
+                initdb_options: &INITDB_OPTIONS,
+                environment: &environment,
+                owner: self.account.as_ref().map(|a| (a.uid, a.gid)),
+            },
+        )
+    }
+
+    /// First initialisation, atomically: a copy of the cluster template (built by initdb when
+    /// missing) in a temporary directory, started to create the database and run
+    /// ops/postgres/initdb.d, stopped, then renamed into place. A failure leaves no
+    /// half-initialised data directory behind.
+    pub async fn initialise(&self, timeout: Duration) -> Result<Provided> {
         let parent = self.data_dir.parent().unwrap_or(Path::new("."));
         let staging = parent.join("data.initialising");
         if staging.exists() {
@@ -207,30 +245,17 @@ impl PostgresService {
         }
         fs_err::create_dir(&staging)
             .map_err(|e| ServiceError::io(format!("cannot create {}", staging.display()), e))?;
-        let password_file = parent.join("initdb.password");
-        fs_err::write(&password_file, format!("{}\n", self.password)).map_err(|e| {
-            ServiceError::io(format!("cannot write {}", password_file.display()), e)
+        fs_err::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            ServiceError::io(
+                format!("cannot set permissions of {}", staging.display()),
+                e,
+            )
         })?;
-        for path in [&staging, &password_file] {
-            let mode = if path.is_dir() { 0o700 } else { 0o600 };
-            fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-                ServiceError::io(format!("cannot set permissions of {}", path.display()), e)
-            })?;
-            self.give_to_account(path)?;
-        }
-        let initdb = self
-            .spec("initdb", "initdb")
-            .arg("-D")
-            .arg(&staging)
-            .arg("-U")
-            .arg(&self.user)
-            .arg(format!("--pwfile={}", password_file.display()))
-            .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"])
-            // One syncfs of the finished cluster below replaces initdb's file-by-file fsync.
-            .arg("--no-sync");
-        let result = run_to_completion(&initdb, "initialising the database cluster").await;
-        let _ = std::fs::remove_file(&password_file);
-        result?;
+        self.give_to_account(&staging)?;
+        let provided = self
+            .template()
+            .provide(&staging, |cluster| self.run_initdb(cluster))
+            .await?;
 
         // Start it only for ourselves: no TCP listener on a public address during init. A
         // loopback host (127.0.0.2 for a second stack) is kept, so probes and init scripts
@@ -270,7 +295,38 @@ impl PostgresService {
         if let Ok(dir) = std::fs::File::open(parent) {
             let _ = dir.sync_all();
         }
-        Ok(())
+        Ok(provided)
+    }
+
+    /// initdb into the empty directory `cluster` (for the template).
+    async fn run_initdb(&self, cluster: PathBuf) -> Result<()> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("."));
+        let password_file = parent.join("initdb.password");
+        fs_err::write(&password_file, format!("{}\n", self.password)).map_err(|e| {
+            ServiceError::io(format!("cannot write {}", password_file.display()), e)
+        })?;
+        fs_err::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).map_err(
+            |e| {
+                ServiceError::io(
+                    format!("cannot set permissions of {}", password_file.display()),
+                    e,
+                )
+            },
+        )?;
+        self.give_to_account(&password_file)?;
+        let initdb = self
+            .spec("initdb", "initdb")
+            .arg("-D")
+            .arg(&cluster)
+            .arg("-U")
+            .arg(&self.user)
+            .arg(format!("--pwfile={}", password_file.display()))
+            .args(INITDB_OPTIONS)
+            // The template is flushed with one syncfs once built.
+            .arg("--no-sync");
+        let result = run_to_completion(&initdb, "initialising the database cluster").await;
+        let _ = std::fs::remove_file(&password_file);
+        Ok(result?)
     }
 
     fn give_to_account(&self, path: &Path) -> Result<()> {

@@ -143,9 +143,10 @@ impl ClusterTemplate {
         // share a template.
         hasher.update(recipe.password.as_bytes());
         let key = hex::encode(hasher.finalize());
-        let dir = cache_dir
-            .join("postgres-templates")
-            .join(format!("{}-{}", recipe.version, &key[..24]));
+        let dir =
+            cache_dir
+                .join("postgres-templates")
+                .join(format!("{}-{}", recipe.version, &key[..24]));
         Self {
             dir,
             recipe: format!("{}\nkey {key}\n", described.join("\n")),
@@ -154,7 +155,9 @@ impl ClusterTemplate {
     }
 
     fn root(&self) -> &Path {
-        self.dir.parent().expect("a template has a parent directory")
+        self.dir
+            .parent()
+            .expect("a template has a parent directory")
     }
 
     /// Fill the empty directory `target` with a verified copy of the template, building (or
@@ -248,7 +251,9 @@ impl ClusterTemplate {
         let cluster = self.dir.join(CLUSTER);
         for line in manifest.lines() {
             let Some(entry) = Entry::parse(line) else {
-                return Ok(Copy::Corrupt(format!("its manifest has a bad line: {line}")));
+                return Ok(Copy::Corrupt(format!(
+                    "its manifest has a bad line: {line}"
+                )));
             };
             let to = target.join(&entry.path);
             match entry.hash {
@@ -285,7 +290,8 @@ impl ClusterTemplate {
     fn verified_manifest(&self) -> Result<String, String> {
         let read = |name: &str| {
             let path = self.dir.join(name);
-            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
         let record = read(RECORD)?;
         let manifest = read(MANIFEST)?;
@@ -404,7 +410,11 @@ fn manifest_of(cluster: &Path) -> Result<String, TemplateError> {
     while let Some(relative) = stack.pop() {
         let dir = cluster.join(&relative);
         let meta = fs_err::symlink_metadata(&dir).map_err(io("read", &dir))?;
-        lines.push(format!("d {:o} - {}", meta.mode() & 0o7777, relative.display()));
+        lines.push(format!(
+            "d {:o} - {}",
+            meta.mode() & 0o7777,
+            relative.display()
+        ));
         let mut entries: Vec<_> = fs_err::read_dir(&dir)
             .map_err(io("read", &dir))?
             .collect::<Result<_, _>>()
@@ -428,7 +438,9 @@ fn manifest_of(cluster: &Path) -> Result<String, TemplateError> {
                 return Err(TemplateError::Io {
                     action: "put into the template",
                     path,
-                    source: std::io::Error::other("initdb made something that is neither a file nor a directory"),
+                    source: std::io::Error::other(
+                        "initdb made something that is neither a file nor a directory",
+                    ),
                 });
             }
         }

@@ -10,6 +10,7 @@ use super::run_file::{RunFileHandle, mark_ready, unix_now_ms};
 use crate::error::{Error, Result};
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
+use crate::services::postgres_template::Provided;
 use crate::state::{ExitRecord, ServiceState};
 use crate::supervisor::signals::StopRequest;
 use crate::supervisor::{RestartPolicy, RunningChild};
@@ -116,7 +117,24 @@ impl ChildService {
                             ));
                         }
                         crate::output::info("postgres: initialising a new database cluster");
-                        postgres.initialise(timeout).await?;
+                        let template = postgres.template().dir;
+                        match postgres.initialise(timeout).await? {
+                            Provided::Copied => crate::output::info(&format!(
+                                "postgres: cluster copied from the template {}",
+                                template.display()
+                            )),
+                            Provided::Built => crate::output::info(&format!(
+                                "postgres: built the cluster template {} (initdb) and copied it",
+                                template.display()
+                            )),
+                            Provided::WithoutTemplate { reason } => crate::output::warn(&format!(
+                                "postgres: cannot use the cluster template ({reason}); ran initdb for this data directory alone"
+                            )),
+                            Provided::Rebuilt { reason } => crate::output::warn(&format!(
+                                "postgres: the cluster template {} was corrupt ({reason}); rebuilt it",
+                                template.display()
+                            )),
+                        }
                     }
                     Ok::<_, Error>(())
                 };
