@@ -121,7 +121,10 @@ async fn a_second_instance_is_a_copy_of_the_template_with_its_own_database_and_i
     let second = instance(project.path(), cache.path());
 
     let progress = up(&first);
-    assert!(built(&progress), "the first instance builds the template:\n{progress}");
+    assert!(
+        built(&progress),
+        "the first instance builds the template:\n{progress}"
+    );
     let progress = up(&second);
     assert!(
         copied(&progress) && !built(&progress),
@@ -172,7 +175,11 @@ async fn a_second_instance_is_a_copy_of_the_template_with_its_own_database_and_i
 
     // The init scripts ran once: a restart does not run them again.
     let down = second.run(&["down"]);
-    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     let progress = up(&second);
     assert!(!copied(&progress), "a restart copies nothing:\n{progress}");
     let two = connect(&second, "postgres").await;
@@ -211,7 +218,11 @@ async fn different_passwords_never_share_a_template() {
     for dir in dirs {
         for name in ["recipe", "manifest", ".opsbox-verified"] {
             let text = std::fs::read_to_string(dir.join(name)).unwrap();
-            assert!(!text.contains("secret"), "{}: {text}", dir.join(name).display());
+            assert!(
+                !text.contains("secret"),
+                "{}: {text}",
+                dir.join(name).display()
+            );
         }
         assert!(!dir.to_string_lossy().contains("secret"));
     }
@@ -239,11 +250,7 @@ async fn a_corrupted_template_is_detected_rebuilt_and_reported_in_one_line() {
         .lines()
         .filter(|line| line.contains("cluster template"))
         .collect();
-    assert_eq!(
-        reports.len(),
-        1,
-        "one line about the template:\n{progress}"
-    );
+    assert_eq!(reports.len(), 1, "one line about the template:\n{progress}");
     assert!(
         reports[0].contains("was corrupt")
             && reports[0].contains("checksum mismatch")
@@ -263,7 +270,10 @@ async fn a_corrupted_template_is_detected_rebuilt_and_reported_in_one_line() {
     // The rebuilt template is good: the next instance copies it.
     let third = instance(project.path(), cache.path());
     let progress = up(&third);
-    assert!(copied(&progress) && !progress.contains("corrupt"), "{progress}");
+    assert!(
+        copied(&progress) && !progress.contains("corrupt"),
+        "{progress}"
+    );
     let client_three = connect(&third, "postgres").await;
     assert_eq!(
         system_identifier(&client).await,
