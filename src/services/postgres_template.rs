@@ -255,12 +255,12 @@ impl ClusterTemplate {
                     "its manifest has a bad line: {line}"
                 )));
             };
-            let to = target.join(&entry.path);
+            let to = target.join(entry.path);
             match entry.hash {
                 None if entry.path == "." => {}
                 None => fs_err::create_dir(&to).map_err(io("create", &to))?,
                 Some(expected) => {
-                    let from = cluster.join(&entry.path);
+                    let from = cluster.join(entry.path);
                     if let Err(error) = std::fs::symlink_metadata(&from) {
                         return Ok(Copy::Corrupt(format!(
                             "cannot read {}: {error}",
