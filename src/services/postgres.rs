@@ -155,7 +155,7 @@ impl PostgresService {
     }
 
     pub fn is_initialised(&self) -> bool {
-        self.data_dir.join("PG_VERSION").is_file()
+        self.data_dir.join("PG_VERSION").is_file() && !self.initialising_marker().exists()
     }
 
     fn probe_ip(&self) -> IpAddr {
@@ -230,36 +230,69 @@ impl PostgresService {
         )
     }
 
-    /// First initialisation, atomically: a copy of the cluster template (built by initdb when
-    /// missing) in a temporary directory, started to create the database and run
-    /// ops/postgres/initdb.d, stopped, then renamed into place. A failure leaves no
-    /// half-initialised data directory behind.
-    pub async fn initialise(&self, timeout: Duration) -> Result<Provided> {
+    /// Present while a first initialisation is under way (beside PGDATA, not in it): a data
+    /// directory with it is a failed initialisation, started again from scratch.
+    fn initialising_marker(&self) -> PathBuf {
         let parent = self.data_dir.parent().unwrap_or(Path::new("."));
-        let staging = parent.join("data.initialising");
-        if staging.exists() {
+        parent.join("data.initialising")
+    }
+
+    /// First initialisation, in place behind a marker: a verified copy of the cluster template
+    /// (built by initdb when missing), started to create the database and run
+    /// ops/postgres/initdb.d, flushed to disk, then the marker goes. A failure leaves the
+    /// marker, so the next start removes the half-initialised directory and begins again.
+    ///
+    /// Returns the server it started when it already listens where the service does (a
+    /// loopback host), so it is not stopped and started again; `None` otherwise.
+    pub async fn initialise(&self, timeout: Duration) -> Result<(Provided, Option<RunningChild>)> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("."));
+        let marker = self.initialising_marker();
+        let io = |action: &str, path: &Path| {
+            let context = format!("cannot {action} {}", path.display());
+            move |e| ServiceError::io(context, e)
+        };
+        if marker.exists() {
             // Only ever a previous, failed initialisation of ours; it never held user data
-            // that was acknowledged.
-            fs_err::remove_dir_all(&staging)
-                .map_err(|e| ServiceError::io(format!("cannot remove {}", staging.display()), e))?;
+            // that was acknowledged (`data.initialising` was a staging directory before).
+            if self.data_dir.exists() {
+                fs_err::remove_dir_all(&self.data_dir).map_err(io("remove", &self.data_dir))?;
+            }
+            if marker.is_dir() {
+                fs_err::remove_dir_all(&marker).map_err(io("remove", &marker))?;
+            } else {
+                fs_err::remove_file(&marker).map_err(io("remove", &marker))?;
+            }
         }
-        fs_err::create_dir(&staging)
-            .map_err(|e| ServiceError::io(format!("cannot create {}", staging.display()), e))?;
-        fs_err::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            ServiceError::io(
-                format!("cannot set permissions of {}", staging.display()),
-                e,
-            )
-        })?;
-        self.give_to_account(&staging)?;
+        if let Ok(mut entries) = std::fs::read_dir(&self.data_dir)
+            && entries.next().is_some()
+        {
+            return Err(fail(
+                format!(
+                    "the data directory {} holds files but no PostgreSQL cluster (no PG_VERSION)",
+                    self.data_dir.display()
+                ),
+                Some("opsbox leaves it untouched: move it away, or use another --data-dir".into()),
+            ));
+        }
+        fs_err::write(&marker, "").map_err(io("write", &marker))?;
+        sync_directory(parent);
+        if !self.data_dir.exists() {
+            fs_err::create_dir(&self.data_dir).map_err(io("create", &self.data_dir))?;
+        }
+        fs_err::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("set permissions of", &self.data_dir))?;
+        self.give_to_account(&self.data_dir)?;
         let provided = self
             .template()
-            .provide(&staging, |cluster| self.run_initdb(cluster))
+            .provide(&self.data_dir, |cluster| self.run_initdb(cluster))
             .await?;
+        // The copied files reach the disk while the server starts; the marker goes only after.
+        let data_dir = self.data_dir.clone();
+        let synced = tokio::task::spawn_blocking(move || sync_filesystem(&data_dir));
 
         // Start it only for ourselves: no TCP listener on a public address during init. A
         // loopback host (127.0.0.2 for a second stack) is kept, so probes and init scripts
-        // reach the server where they look for it.
+        // reach the server where they look for it, and the server stays as the service's.
         let local = Self {
             host: if self.host.is_loopback() {
                 self.host
@@ -268,34 +301,31 @@ impl PostgresService {
             },
             ..self.clone()
         };
-        let spec = local.server_spec(&staging, &local.host.to_string());
+        let spec = local.server_spec(&self.data_dir, &local.host.to_string());
         let mut child = spawn(&spec).await?;
         let setup = async {
             local
-                .wait_ready_at(&mut child, timeout, &staging, "postgres")
+                .wait_ready_at(&mut child, timeout, &self.data_dir, "postgres")
                 .await?;
             local.ensure_database().await?;
-            local.run_init_scripts().await
+            local.run_init_scripts().await?;
+            synced.await.map_err(|e| {
+                ServiceError::io("cannot sync the new cluster", std::io::Error::other(e))
+            })?
         }
         .await;
-        child.stop(Duration::from_secs(30)).await;
-        setup?;
-
-        sync_filesystem(&staging)?;
-        fs_err::rename(&staging, &self.data_dir).map_err(|e| {
-            ServiceError::io(
-                format!(
-                    "cannot move {} to {}",
-                    staging.display(),
-                    self.data_dir.display()
-                ),
-                e,
-            )
-        })?;
-        if let Ok(dir) = std::fs::File::open(parent) {
-            let _ = dir.sync_all();
+        if let Err(error) = setup {
+            child.stop(Duration::from_secs(30)).await;
+            return Err(error);
         }
-        Ok(provided)
+        fs_err::remove_file(&marker).map_err(io("remove", &marker))?;
+        sync_directory(parent);
+        if local.host == self.host {
+            Ok((provided, Some(child)))
+        } else {
+            child.stop(Duration::from_secs(30)).await;
+            Ok((provided, None))
+        }
     }
 
     /// initdb into the empty directory `cluster` (for the template).
@@ -623,6 +653,14 @@ fn postmaster_says_ready(data_dir: &Path) -> bool {
         .ok()
         .and_then(|text| text.lines().nth(7).map(|line| line.trim() == "ready"))
         .unwrap_or(false)
+}
+
+/// Make a directory's entries durable (best effort: a failure shows up as a missing entry, which
+/// the marker logic handles).
+fn sync_directory(dir: &Path) {
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
 }
 
 /// Flush everything under `dir` to disk (initdb ran with --no-sync).

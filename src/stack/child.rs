@@ -107,6 +107,7 @@ impl ChildService {
                     if let Some(message) = postgres.recover_stale_pid_file(timeout).await? {
                         crate::output::warn(&message);
                     }
+                    let mut kept = None;
                     if !postgres.is_initialised() {
                         if let Some(account) = &postgres.account {
                             crate::output::info(&format!(
@@ -118,7 +119,9 @@ impl ChildService {
                         }
                         crate::output::info("postgres: initialising a new database cluster");
                         let template = postgres.template().dir;
-                        match postgres.initialise(timeout).await? {
+                        let (provided, server) = postgres.initialise(timeout).await?;
+                        kept = server;
+                        match provided {
                             Provided::Copied => crate::output::info(&format!(
                                 "postgres: cluster copied from the template {}",
                                 template.display()
@@ -136,13 +139,17 @@ impl ChildService {
                             )),
                         }
                     }
-                    Ok::<_, Error>(())
+                    Ok::<_, Error>(kept)
                 };
-                prepared.await.map_err(StartFailure::before_spawn)?;
+                let kept = prepared.await.map_err(StartFailure::before_spawn)?;
                 let log_offset = postgres.log_length();
-                let mut child = crate::supervisor::spawn(&postgres.child_spec())
-                    .await
-                    .map_err(|e| StartFailure::before_spawn(e.into()))?;
+                // The server that initialised a new cluster keeps running as the service.
+                let mut child = match kept {
+                    Some(child) => child,
+                    None => crate::supervisor::spawn(&postgres.child_spec())
+                        .await
+                        .map_err(|e| StartFailure::before_spawn(e.into()))?,
+                };
                 let ready = async {
                     postgres.wait_ready(&mut child, timeout).await?;
                     postgres.ensure_database().await

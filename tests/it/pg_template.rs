@@ -334,3 +334,42 @@ async fn eight_instances_at_once_on_an_empty_cache_build_the_template_once() {
     identifiers.dedup();
     assert_eq!(identifiers.len(), 1, "{identifiers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_initialisation_is_started_again_from_the_template() {
+    let cache = cache_without_templates();
+    let project = project_with_password("postgres");
+    let broken = project.path().join("ops/postgres/initdb.d/020_broken.sql");
+    std::fs::write(&broken, "INSERT INTO no_such_table VALUES (1);").unwrap();
+    let opsbox = instance(project.path(), cache.path());
+
+    let failed = opsbox
+        .command()
+        .args(["up", "-d", "--services", "postgres"])
+        .args(opsbox.port_args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success(),
+        "a failing init script fails up:\n{stderr}"
+    );
+    assert!(stderr.contains("020_broken.sql"), "{stderr}");
+    let marker = opsbox.data_dir.join("postgres/data.initialising");
+    assert!(marker.exists(), "the half-initialised cluster is marked");
+
+    std::fs::remove_file(&broken).unwrap();
+    let progress = up(&opsbox);
+    assert!(copied(&progress), "{progress}");
+    assert!(
+        !marker.exists(),
+        "the marker stays after a good initialisation"
+    );
+    let client = connect(&opsbox, "postgres").await;
+    assert_eq!(
+        init_runs(&client).await,
+        1,
+        "the first attempt's rows are gone"
+    );
+}
