@@ -420,6 +420,7 @@ impl Settings {
             password: self.postgres.password.clone(),
             database: self.postgres.database.clone(),
             initdb_dir: self.ops.initdb_dir.clone(),
+            cache_dir: self.cache_dir.clone(),
         }
     }
 

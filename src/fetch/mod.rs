@@ -20,6 +20,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub(crate) use download::sha256_file;
 pub use error::{FetchError, split_path_error, without_path};
 pub use reporter::{FetchEnd, FetchId, FetchStart, Reporter};
 

@@ -4,6 +4,7 @@
 mod error;
 pub mod nats;
 pub mod postgres;
+pub mod postgres_template;
 pub mod probe;
 pub mod s3;
 

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::error::{Result, ServiceError};
+use super::postgres_template::{
+    ClusterRecipe, ClusterTemplate, Provided, TemplateError, error_chain,
+};
 use super::probe;
 use crate::fetch::PostgresInstall;
 use crate::state::StateDir;
@@ -37,7 +40,12 @@ pub struct PostgresService {
     pub account: Option<Account>,
     pub log: PathBuf,
     pub initdb_dir: Option<PathBuf>,
+    /// The shared cache, where the cluster template lives.
+    pub cache_dir: PathBuf,
 }
+
+/// initdb's options: what every cluster opsbox makes is like (part of the template's recipe).
+const INITDB_OPTIONS: [&str; 3] = ["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"];
 
 /// The major version a data directory was created by, as PostgreSQL records it (`PG_VERSION`).
 pub fn data_directory_major(data_dir: &Path) -> Option<u32> {
@@ -69,6 +77,17 @@ pub struct PostgresConfig {
     pub database: String,
     /// `ops/postgres/initdb.d`, run once on a new cluster.
     pub initdb_dir: Option<PathBuf>,
+    /// The shared cache (binaries and the cluster template).
+    pub cache_dir: PathBuf,
+}
+
+impl From<TemplateError> for ServiceError {
+    fn from(error: TemplateError) -> Self {
+        fail(
+            error_chain(&error),
+            Some("remove the postgres-templates directory of the cache to have the template built again".into()),
+        )
+    }
 }
 
 impl PostgresService {
@@ -93,6 +112,7 @@ impl PostgresService {
             account,
             log: state.log(Some(ServiceName::Postgres)),
             initdb_dir: config.initdb_dir,
+            cache_dir: config.cache_dir,
         };
         if let Some(account) = &service.account {
             // Our own directories may be opened for traversal (search only, no listing).
@@ -135,7 +155,7 @@ impl PostgresService {
     }
 
     pub fn is_initialised(&self) -> bool {
-        self.data_dir.join("PG_VERSION").is_file()
+        self.data_dir.join("PG_VERSION").is_file() && !self.initialising_marker().exists()
     }
 
     fn probe_ip(&self) -> IpAddr {
@@ -193,48 +213,86 @@ impl PostgresService {
         self.server_spec(&self.data_dir, &self.host.to_string())
     }
 
-    /// First initialisation, atomically: initdb into a temporary directory, start it, create
-    /// the database, run ops/postgres/initdb.d, stop it, then rename it into place. A failure
-    /// leaves no half-initialised data directory behind.
-    pub async fn initialise(&self, timeout: Duration) -> Result<()> {
+    /// The cluster template this service's new data directories are copied from.
+    pub fn template(&self) -> ClusterTemplate {
+        let environment = self.spec("initdb", "initdb").env;
+        ClusterTemplate::new(
+            &self.cache_dir,
+            &ClusterRecipe {
+                version: &self.install.version,
+                install_dir: &self.install.dir,
+                superuser: &self.user,
+                password: &self.password,
+                initdb_options: &INITDB_OPTIONS,
+                environment: &environment,
+                owner: self.account.as_ref().map(|a| (a.uid, a.gid)),
+            },
+        )
+    }
+
+    /// Present while a first initialisation is under way (beside PGDATA, not in it): a data
+    /// directory with it is a failed initialisation, started again from scratch.
+    fn initialising_marker(&self) -> PathBuf {
         let parent = self.data_dir.parent().unwrap_or(Path::new("."));
-        let staging = parent.join("data.initialising");
-        if staging.exists() {
+        parent.join("data.initialising")
+    }
+
+    /// First initialisation, in place behind a marker: a verified copy of the cluster template
+    /// (built by initdb when missing), started to create the database and run
+    /// ops/postgres/initdb.d, flushed to disk, then the marker goes. A failure leaves the
+    /// marker, so the next start removes the half-initialised directory and begins again.
+    ///
+    /// Returns the server it started when it already listens where the service does (a
+    /// loopback host), so it is not stopped and started again; `None` otherwise.
+    pub async fn initialise(&self, timeout: Duration) -> Result<(Provided, Option<RunningChild>)> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("."));
+        let marker = self.initialising_marker();
+        let io = |action: &str, path: &Path| {
+            let context = format!("cannot {action} {}", path.display());
+            move |e| ServiceError::io(context, e)
+        };
+        if marker.exists() {
             // Only ever a previous, failed initialisation of ours; it never held user data
-            // that was acknowledged.
-            fs_err::remove_dir_all(&staging)
-                .map_err(|e| ServiceError::io(format!("cannot remove {}", staging.display()), e))?;
+            // that was acknowledged (`data.initialising` was a staging directory before).
+            if self.data_dir.exists() {
+                fs_err::remove_dir_all(&self.data_dir).map_err(io("remove", &self.data_dir))?;
+            }
+            if marker.is_dir() {
+                fs_err::remove_dir_all(&marker).map_err(io("remove", &marker))?;
+            } else {
+                fs_err::remove_file(&marker).map_err(io("remove", &marker))?;
+            }
         }
-        fs_err::create_dir(&staging)
-            .map_err(|e| ServiceError::io(format!("cannot create {}", staging.display()), e))?;
-        let password_file = parent.join("initdb.password");
-        fs_err::write(&password_file, format!("{}\n", self.password)).map_err(|e| {
-            ServiceError::io(format!("cannot write {}", password_file.display()), e)
-        })?;
-        for path in [&staging, &password_file] {
-            let mode = if path.is_dir() { 0o700 } else { 0o600 };
-            fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-                ServiceError::io(format!("cannot set permissions of {}", path.display()), e)
-            })?;
-            self.give_to_account(path)?;
+        if let Ok(mut entries) = fs_err::read_dir(&self.data_dir)
+            && entries.next().is_some()
+        {
+            return Err(fail(
+                format!(
+                    "the data directory {} holds files but no PostgreSQL cluster (no PG_VERSION)",
+                    self.data_dir.display()
+                ),
+                Some("opsbox leaves it untouched: move it away, or use another --data-dir".into()),
+            ));
         }
-        let initdb = self
-            .spec("initdb", "initdb")
-            .arg("-D")
-            .arg(&staging)
-            .arg("-U")
-            .arg(&self.user)
-            .arg(format!("--pwfile={}", password_file.display()))
-            .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"])
-            // One syncfs of the finished cluster below replaces initdb's file-by-file fsync.
-            .arg("--no-sync");
-        let result = run_to_completion(&initdb, "initialising the database cluster").await;
-        let _ = fs_err::remove_file(&password_file);
-        result?;
+        fs_err::write(&marker, "").map_err(io("write", &marker))?;
+        sync_directory(parent);
+        if !self.data_dir.exists() {
+            fs_err::create_dir(&self.data_dir).map_err(io("create", &self.data_dir))?;
+        }
+        fs_err::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("set permissions of", &self.data_dir))?;
+        self.give_to_account(&self.data_dir)?;
+        let provided = self
+            .template()
+            .provide(&self.data_dir, |cluster| self.run_initdb(cluster))
+            .await?;
+        // The copied files reach the disk while the server starts; the marker goes only after.
+        let data_dir = self.data_dir.clone();
+        let synced = tokio::task::spawn_blocking(move || sync_filesystem(&data_dir));
 
         // Start it only for ourselves: no TCP listener on a public address during init. A
         // loopback host (127.0.0.2 for a second stack) is kept, so probes and init scripts
-        // reach the server where they look for it.
+        // reach the server where they look for it, and the server stays as the service's.
         let local = Self {
             host: if self.host.is_loopback() {
                 self.host
@@ -243,34 +301,62 @@ impl PostgresService {
             },
             ..self.clone()
         };
-        let spec = local.server_spec(&staging, &local.host.to_string());
+        let spec = local.server_spec(&self.data_dir, &local.host.to_string());
         let mut child = spawn(&spec).await?;
         let setup = async {
             local
-                .wait_ready_at(&mut child, timeout, &staging, "postgres")
+                .wait_ready_at(&mut child, timeout, &self.data_dir, "postgres")
                 .await?;
             local.ensure_database().await?;
-            local.run_init_scripts().await
+            local.run_init_scripts().await?;
+            synced.await.map_err(|e| {
+                ServiceError::io("cannot sync the new cluster", std::io::Error::other(e))
+            })?
         }
         .await;
-        child.stop(Duration::from_secs(30)).await;
-        setup?;
-
-        sync_filesystem(&staging)?;
-        fs_err::rename(&staging, &self.data_dir).map_err(|e| {
-            ServiceError::io(
-                format!(
-                    "cannot move {} to {}",
-                    staging.display(),
-                    self.data_dir.display()
-                ),
-                e,
-            )
-        })?;
-        if let Ok(dir) = fs_err::File::open(parent) {
-            let _ = dir.sync_all();
+        if let Err(error) = setup {
+            child.stop(Duration::from_secs(30)).await;
+            return Err(error);
         }
-        Ok(())
+        fs_err::remove_file(&marker).map_err(io("remove", &marker))?;
+        sync_directory(parent);
+        if local.host == self.host {
+            Ok((provided, Some(child)))
+        } else {
+            child.stop(Duration::from_secs(30)).await;
+            Ok((provided, None))
+        }
+    }
+
+    /// initdb into the empty directory `cluster` (for the template).
+    async fn run_initdb(&self, cluster: PathBuf) -> Result<()> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("."));
+        let password_file = parent.join("initdb.password");
+        fs_err::write(&password_file, format!("{}\n", self.password)).map_err(|e| {
+            ServiceError::io(format!("cannot write {}", password_file.display()), e)
+        })?;
+        fs_err::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).map_err(
+            |e| {
+                ServiceError::io(
+                    format!("cannot set permissions of {}", password_file.display()),
+                    e,
+                )
+            },
+        )?;
+        self.give_to_account(&password_file)?;
+        let initdb = self
+            .spec("initdb", "initdb")
+            .arg("-D")
+            .arg(&cluster)
+            .arg("-U")
+            .arg(&self.user)
+            .arg(format!("--pwfile={}", password_file.display()))
+            .args(INITDB_OPTIONS)
+            // The template is flushed with one syncfs once built.
+            .arg("--no-sync");
+        let result = run_to_completion(&initdb, "initialising the database cluster").await;
+        let _ = fs_err::remove_file(&password_file);
+        Ok(result?)
     }
 
     fn give_to_account(&self, path: &Path) -> Result<()> {
@@ -567,6 +653,14 @@ fn postmaster_says_ready(data_dir: &Path) -> bool {
         .ok()
         .and_then(|text| text.lines().nth(7).map(|line| line.trim() == "ready"))
         .unwrap_or(false)
+}
+
+/// Make a directory's entries durable (best effort: a failure shows up as a missing entry, which
+/// the marker logic handles).
+fn sync_directory(dir: &Path) {
+    if let Ok(dir) = fs_err::File::open(dir) {
+        let _ = dir.sync_all();
+    }
 }
 
 /// Flush everything under `dir` to disk (initdb ran with --no-sync).

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ports;
 use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
+use crate::services::postgres_template::Provided;
 use crate::state::StateDir;
 use crate::state::instances::PortSlot;
 use crate::state::{ExitRecord, ServiceState};
@@ -113,6 +114,7 @@ impl ChildService {
                     if let Some(message) = postgres.recover_stale_pid_file(timeout).await? {
                         crate::output::warn(&message);
                     }
+                    let mut kept = None;
                     if !postgres.is_initialised() {
                         if let Some(account) = &postgres.account {
                             crate::output::info(&format!(
@@ -123,20 +125,43 @@ impl ChildService {
                             ));
                         }
                         crate::output::info("postgres: initialising a new database cluster");
-                        postgres.initialise(timeout).await?;
+                        let template = postgres.template().dir;
+                        let (provided, server) = postgres.initialise(timeout).await?;
+                        kept = server;
+                        match provided {
+                            Provided::Copied => crate::output::info(&format!(
+                                "postgres: cluster copied from the template {}",
+                                template.display()
+                            )),
+                            Provided::Built => crate::output::info(&format!(
+                                "postgres: built the cluster template {} (initdb) and copied it",
+                                template.display()
+                            )),
+                            Provided::WithoutTemplate { reason } => crate::output::warn(&format!(
+                                "postgres: cannot use the cluster template ({reason}); ran initdb for this data directory alone"
+                            )),
+                            Provided::Rebuilt { reason } => crate::output::warn(&format!(
+                                "postgres: the cluster template {} was corrupt ({reason}); rebuilt it",
+                                template.display()
+                            )),
+                        }
                     }
-                    Ok::<_, Error>(())
+                    Ok::<_, Error>(kept)
                 };
                 // Initialising runs a server of its own on the port: it can find it taken too.
                 let prepare_offset = postgres.log_length();
-                prepared.await.map_err(|error| StartFailure {
+                let kept = prepared.await.map_err(|error| StartFailure {
                     port_taken: ports::log_says_address_in_use(&postgres.log, prepare_offset),
                     ..StartFailure::before_spawn(error)
                 })?;
                 let log_offset = postgres.log_length();
-                let mut child = crate::supervisor::spawn(&postgres.child_spec())
-                    .await
-                    .map_err(|e| StartFailure::before_spawn(e.into()))?;
+                // The server that initialised a new cluster keeps running as the service.
+                let mut child = match kept {
+                    Some(child) => child,
+                    None => crate::supervisor::spawn(&postgres.child_spec())
+                        .await
+                        .map_err(|e| StartFailure::before_spawn(e.into()))?,
+                };
                 let ready = async {
                     postgres.wait_ready(&mut child, timeout).await?;
                     postgres.ensure_database().await

@@ -12,6 +12,7 @@ mod first_run;
 mod instances;
 mod layers;
 mod nats;
+mod pg_template;
 mod postgres;
 mod readme;
 mod s3_clients;
