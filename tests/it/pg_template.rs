@@ -176,11 +176,7 @@ async fn a_second_instance_is_a_copy_of_the_template_with_its_own_database_and_i
 
     // The init scripts ran once: a restart does not run them again.
     let down = second.run(&["down"]);
-    assert!(
-        down.status.success(),
-        "{}",
-        down.stderr
-    );
+    assert!(down.status.success(), "{}", down.stderr);
     let progress = up(&second);
     assert!(!copied(&progress), "a restart copies nothing:\n{progress}");
     let two = connect(&second, "postgres").await;
