@@ -12,12 +12,11 @@
 
 use std::fs::File;
 
-use fs_err::OpenOptions;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-use crate::state::StateDir;
 use crate::state::instances::{self, InstanceRecord, PortSet, PortSlot};
+use crate::state::{LockMode, StateDir, lock_file_blocking};
 
 /// How many ports the kernel may hand us that another instance claimed before we give up.
 const ATTEMPTS: usize = 200;
@@ -111,33 +110,17 @@ impl Allocation {
 
 /// The host-wide lock around choosing ports; released on drop.
 struct HostLock {
-    file: File,
+    _file: File,
 }
 
 impl HostLock {
+    /// Held for the milliseconds it takes to bind a few sockets and write one file.
     fn acquire(root: &Path) -> Result<HostLock, PortError> {
         let path = root.join(".ports.lock");
-        let lock_error = |source| PortError::Lock {
-            path: path.clone(),
-            source,
-        };
-        fs_err::create_dir_all(root).map_err(lock_error)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map(fs_err::File::into_file)
-            .map_err(lock_error)?;
-        // Held for the milliseconds it takes to bind a few sockets and write one file.
-        file.lock().map_err(lock_error)?;
-        Ok(HostLock { file })
-    }
-}
-
-impl Drop for HostLock {
-    fn drop(&mut self) {
-        let _ = self.file.unlock();
+        fs_err::create_dir_all(root)
+            .and_then(|()| lock_file_blocking(&path, LockMode::Exclusive))
+            .map(|file| HostLock { _file: file })
+            .map_err(|source| PortError::Lock { path, source })
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::download::{Subject, sha256_file};
 use super::error::FetchError;
+use crate::state::LockMode;
 
 /// The file inside each cache entry listing `<sha256>  <relative path>` of its executables.
 pub(crate) const RECORD_FILE: &str = ".opsbox-verified";
@@ -132,27 +133,15 @@ impl CacheEntry {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
         let path = parent.join(format!("{file_name}.lock"));
-        // The std file underneath: FetchError::Lock names the path itself.
-        let file = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map(fs_err::File::into_file)
-            .map_err(subject.io("open the lock file", &path))?;
-        let lock_path = path.clone();
-        let result = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
-        let lock_error = |source| FetchError::Lock {
-            name: subject.name.into(),
-            version: subject.version.into(),
-            path: lock_path.clone(),
-            source,
-        };
-        match result {
-            Ok(Ok(file)) => Ok(EntryLock { _file: file }),
-            Ok(Err(error)) => Err(lock_error(error)),
-            Err(join) => Err(lock_error(std::io::Error::other(join.to_string()))),
-        }
+        crate::state::lock_file(&path, LockMode::Exclusive)
+            .await
+            .map(|file| EntryLock { _file: file })
+            .map_err(|source| FetchError::Lock {
+                name: subject.name.into(),
+                version: subject.version.into(),
+                path,
+                source,
+            })
     }
 
     /// A fresh staging directory next to the entry (same file system, so the final rename is

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::state::{LockMode, lock_file};
+
 /// Bumped when the layout or the meaning of a template changes: old ones are then ignored.
 const FORMAT: &str = "opsbox cluster template 1";
 const CLUSTER: &str = "cluster";
@@ -218,24 +220,12 @@ impl ClusterTemplate {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let path = root.join(format!("{name}.lock"));
-        let file = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map(fs_err::File::into_file)
-            .map_err(io("open the lock file", &path))?;
-        let locked = tokio::task::spawn_blocking(move || {
-            if exclusive {
-                file.lock()
-            } else {
-                file.lock_shared()
-            }
-            .map(|()| file)
-        })
-        .await
-        .map_err(|join| std::io::Error::other(join.to_string()));
-        locked.and_then(|r| r).map_err(io("lock", &path))
+        let mode = if exclusive {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        };
+        lock_file(&path, mode).await.map_err(io("lock", &path))
     }
 
     /// Copy the template's cluster into `target`, checking every file against the manifest and

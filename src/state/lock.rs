@@ -1,4 +1,6 @@
-//! The exclusive lock (flock) a running supervisor holds on its data directory.
+//! File locks (flock): the exclusive lock a running supervisor holds on its data directory,
+//! and the one way every other lock file (binary cache entries, cluster templates, the
+//! host-wide port lock) is opened and taken.
 
 use std::fs::{File, TryLockError};
 
@@ -49,16 +51,46 @@ impl StateLock {
 }
 
 fn open(path: &Path) -> Result<File, StateError> {
+    open_lock_file(path).map_err(|source| StateError::Lock {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Shared (readers) or exclusive (a writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// Open (creating) the lock file `path`. The std file underneath: callers' errors name the
+/// path themselves.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .read(true)
         .open(path)
-        // The std file underneath: StateError::Lock names the path itself.
         .map(fs_err::File::into_file)
-        .map_err(|source| StateError::Lock {
-            path: path.to_path_buf(),
-            source,
-        })
+}
+
+/// Open the lock file `path` and take its lock, waiting for other holders; the lock is held
+/// until the returned file is dropped (or its process dies).
+pub fn lock_file_blocking(path: &Path, mode: LockMode) -> std::io::Result<File> {
+    let file = open_lock_file(path)?;
+    match mode {
+        LockMode::Shared => file.lock_shared()?,
+        LockMode::Exclusive => file.lock()?,
+    }
+    Ok(file)
+}
+
+/// [`lock_file_blocking`] on a blocking thread, for async callers.
+pub async fn lock_file(path: &Path, mode: LockMode) -> std::io::Result<File> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || lock_file_blocking(&path, mode))
+        .await
+        .map_err(|join| std::io::Error::other(join.to_string()))?
 }
