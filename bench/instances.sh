@@ -9,37 +9,9 @@
 # own --data-dir and its own ports through the per-service port flags. Prints a markdown table
 # for docs/performance.md. Run as root (like CI): PostgreSQL then runs as the `postgres` account.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-repo=$(pwd)
-
 runs=${1:-7}
-target_dir=${CARGO_TARGET_DIR:-target}
-if [[ -n "${OPSBOX_BIN:-}" ]]; then
-    opsbox=$(realpath "$OPSBOX_BIN")
-else
-    cargo build --release --bin opsbox >&2
-    opsbox=$(cd "$target_dir/release" && pwd)/opsbox
-fi
-if [[ $(id -u) -ne 0 ]]; then
-    echo "bench: run as root (PostgreSQL by hand is started as the postgres account)" >&2
-    exit 1
-fi
-pg_user=${OPSBOX_POSTGRES_USER:-postgres}
-
-fetched=$("$opsbox" fetch 2>&1)
-pg_dir=$(sed -n 's/^postgresql [^:]*: \(\/.*\)$/\1/p' <<<"$fetched" | tail -1)
-if [[ ! -x "$pg_dir/bin/postgres" ]]; then
-    echo "bench: cannot find PostgreSQL in the output of opsbox fetch:" >&2
-    echo "$fetched" >&2
-    exit 1
-fi
-pg_bin="$pg_dir/bin"
-client_tool() {
-    if [[ -x "$pg_bin/$1" ]]; then echo "$pg_bin/$1"; elif command -v "$1"; then :; else
-        echo "bench: $1 is neither in $pg_bin nor on PATH (install the PostgreSQL client)" >&2
-        exit 1
-    fi
-}
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 createdb=$(client_tool createdb)
 
 work=$(mktemp -d)
