@@ -387,9 +387,7 @@ impl Settings {
             project_dir: self.project_dir.clone(),
             auto_ports: self.port_mode == PortMode::Auto,
             ports: self.ports(),
-            started_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started_at: crate::types::unix_now(),
         }
     }
 

@@ -68,3 +68,17 @@ impl ProcessIdentity {
         Self::of(self.pid).is_some_and(|now| now.start_ticks == self.start_ticks)
     }
 }
+
+/// Seconds since the Unix epoch, as run files, instance files and snapshots record times.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -84,9 +83,7 @@ fn row(instance: &Instance) -> Row {
 }
 
 fn table(rows: &[Row]) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::types::unix_now();
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {

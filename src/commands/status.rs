@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -14,6 +13,7 @@ use crate::settings::Settings;
 use crate::state::{self, ExitRecord, Presence, RunFile, ServiceRecord, ServiceState};
 use crate::supervisor::log_tail;
 use crate::types::ServiceName;
+use crate::types::{unix_now as now, unix_now_ms as now_ms};
 
 /// Log lines shown under the table for a failing service.
 const TAIL_LINES: usize = 5;
@@ -260,16 +260,4 @@ fn show_failures(report: &Report) {
         }
         output::info(text.trim_end());
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
@@ -16,6 +16,7 @@ use super::auth::Session;
 use super::layout::{self, Section};
 use super::routes::Shared;
 use crate::state::{RunFile, ServiceRecord, ServiceState};
+use crate::types::unix_now as now;
 
 const LOG_LINES: usize = 6;
 /// Only the end of a log is read (access logs grow large).
@@ -100,12 +101,6 @@ fn log_tail(path: &Path, lines: usize) -> Vec<String> {
         .iter()
         .map(|line| line.to_string())
         .collect()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The recorded state, unless the recorded process is gone (then it is being restarted).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::run_file::{RunFileHandle, mark_ready, unix_now_ms};
+use super::run_file::{RunFileHandle, mark_ready};
 use crate::error::{Error, Result};
 use crate::ports;
 use crate::services::nats::NatsService;
@@ -20,6 +20,7 @@ use crate::state::{ExitRecord, ServiceState};
 use crate::supervisor::signals::StopRequest;
 use crate::supervisor::{RestartPolicy, RunningChild};
 use crate::types::ServiceName;
+use crate::types::unix_now_ms;
 
 /// How long a (re)started child may take to become ready before the attempt counts as failed.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -217,7 +217,7 @@ pub async fn run(
     if s3.is_some() {
         run_file.update(ServiceName::S3, |record| {
             record.state = ServiceState::Ready;
-            record.started_at = Some(run_file::unix_now());
+            record.started_at = Some(crate::types::unix_now());
         });
     }
     output::info(&format!(

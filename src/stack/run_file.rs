@@ -2,7 +2,6 @@
 //! `status`, `logs`, `env`, `down` and the console see what runs.
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Result;
 use crate::output;
@@ -11,17 +10,7 @@ use crate::state::{RunFile, ServiceRecord, ServiceState};
 use crate::supervisor::RunningChild;
 use crate::types::{ProcessIdentity, ServiceName};
 
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::types::unix_now;
 
 /// The run file, shared by the tasks that watch each service, rewritten on every change.
 #[derive(Clone)]

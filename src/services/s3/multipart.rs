@@ -27,6 +27,7 @@ use super::backend::{
 use super::checksum::verify_content_md5;
 use super::conditions::Conditions;
 use super::storage::{self, ObjectMeta, TempPath};
+use crate::types::unix_now_ms as now_ms;
 
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 const MAX_UPLOADS: usize = 1000;
@@ -111,13 +112,6 @@ pub fn copy_source_range(text: Option<&str>, size: u64) -> S3Result<(u64, u64)> 
         ));
     }
     Ok((first, last - first + 1))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }
 
 fn owner() -> Owner {
