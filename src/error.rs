@@ -10,6 +10,7 @@ use crate::services::ServiceError;
 use crate::services::s3::S3Error;
 use crate::snapshot::SnapshotError;
 use crate::state::StateError;
+use crate::state::control::ControlError;
 use crate::supervisor::SupervisorError;
 use crate::types::ServiceName;
 
@@ -33,6 +34,8 @@ pub enum Error {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("cannot start {service}: port {port} on {host} is already in use{owner}")]
     PortInUse {
         service: ServiceName,
@@ -101,6 +104,7 @@ impl Error {
             Error::Console(e) => e.hint(),
             Error::Ports(e) => e.hint(),
             Error::Snapshot(e) => e.hint(),
+            Error::Control(e) => e.hint(),
             Error::Config(_) => Some(
                 "fix the file (it is shared with docker compose), or run from a directory without ops/ to use the built-in defaults".into(),
             ),

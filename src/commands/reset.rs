@@ -3,21 +3,27 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use super::snapshot::{lock_stopped, resolve, service_names};
+use super::snapshot::{Access, resolve, service_names};
 use crate::cli::{GlobalArgs, ResetArgs};
 use crate::error::{Error, Result};
 use crate::output::{self, SnapshotProgress};
 use crate::snapshot::{INITIAL, SnapshotError, Snapshots, restore};
+use crate::state::control::Request;
 
 pub async fn run(global: &GlobalArgs, args: &ResetArgs) -> Result<ExitCode> {
     let settings = resolve(global)?;
     let began = Instant::now();
-    let _lock = lock_stopped(&settings, "reset the stack")?;
     let services = service_names(&args.services)?;
     let snapshots = Snapshots::new(&settings.state);
     let progress = SnapshotProgress::default();
+    let access = if snapshots.dir(INITIAL).is_dir() {
+        Some(Access::take(&settings, "reset it", Request::Hold)?)
+    } else {
+        None
+    };
     let restored =
         tokio::task::block_in_place(|| restore::restore(&snapshots, INITIAL, &services, &progress));
+    let paused = access.map(Access::end).transpose()?.flatten();
     let manifest = match restored {
         Ok(manifest) => manifest,
         Err(SnapshotError::NotFound { .. }) => {
@@ -38,6 +44,7 @@ pub async fn run(global: &GlobalArgs, args: &ResetArgs) -> Result<ExitCode> {
         &manifest.summary(),
         began.elapsed(),
         None,
+        paused,
         args.json,
     );
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,7 @@ use crate::snapshot::Snapshots;
 use crate::snapshot::archive::{self, ImportTarget};
 use crate::snapshot::restore;
 use crate::snapshot::save;
+use crate::state::control::{ControlClient, Request};
 use crate::state::{StateError, StateLock};
 use crate::types::ServiceName;
 
@@ -21,29 +22,52 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
     let began = Instant::now();
     match &args.command {
         SnapshotCommand::Save { name, json } => {
-            let _lock = lock_stopped(&settings, "save a snapshot")?;
-            let manifest = blocking(
-                move |s| save::save(&s, name, &crate::stack::versions(&settings), &progress),
+            crate::snapshot::validate_name(name)?;
+            if snapshots.dir(name).exists() {
+                return Err(crate::snapshot::SnapshotError::Exists {
+                    name: name.clone(),
+                    dir: snapshots.root(),
+                }
+                .into());
+            }
+            let access = Access::take(&settings, "save a snapshot", Request::Freeze)?;
+            let versions = crate::stack::versions(&settings);
+            let saved = blocking(
+                move |s| save::save(&s, name, &versions, &progress),
                 &snapshots,
-            )?;
-            output::snapshot::done("saved", &manifest.summary(), began.elapsed(), None, *json);
+            );
+            let paused = access.end();
+            let manifest = saved?;
+            output::snapshot::done(
+                "saved",
+                &manifest.summary(),
+                began.elapsed(),
+                None,
+                paused?,
+                *json,
+            );
         }
         SnapshotCommand::Restore {
             name,
             services,
             json,
         } => {
-            let _lock = lock_stopped(&settings, "restore a snapshot")?;
             let services = service_names(services)?;
-            let manifest = blocking(
+            // Refuse a missing or damaged snapshot before a running stack is stopped for it.
+            snapshots.manifest(name)?;
+            let access = Access::take(&settings, "restore a snapshot", Request::Hold)?;
+            let restored = blocking(
                 move |s| restore::restore(&s, name, &services, &progress),
                 &snapshots,
-            )?;
+            );
+            let paused = access.end();
+            let manifest = restored?;
             output::snapshot::done(
                 "restored",
                 &manifest.summary(),
                 began.elapsed(),
                 None,
+                paused?,
                 *json,
             );
         }
@@ -70,6 +94,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
                 &manifest.summary(),
                 began.elapsed(),
                 Some(("archive", format!("{} ({size} bytes)", file.display()))),
+                None,
                 *json,
             );
         }
@@ -94,6 +119,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
                     "next",
                     format!("`opsbox snapshot restore {}`", manifest.name),
                 )),
+                None,
                 *json,
             );
         }
@@ -112,29 +138,56 @@ pub fn resolve(global: &GlobalArgs) -> Result<Settings> {
     )
 }
 
-/// Take the data dir's lock, which also proves the stack is stopped, and finish or discard
-/// a restore a killed opsbox left.
-pub fn lock_stopped(settings: &Settings, action: &str) -> Result<StateLock> {
-    settings.state.create()?;
-    let lock = match StateLock::acquire(&settings.state) {
-        Ok(lock) => lock,
-        Err(StateError::AlreadyRunning { pid, data_dir }) => {
-            return Err(Error::Usage {
-                message: format!(
-                    "cannot {action}: the stack of {} is running (opsbox pid {pid})",
-                    data_dir.display()
-                ),
-                hint: Some(
-                    "stop it with `opsbox down`, run the command, then `opsbox up` again".into(),
-                ),
-            });
+/// How a command has the stack's data to itself: the data dir's lock when the stack is
+/// stopped, or the running supervisor holding it still (a freeze for a save) or stopped (a
+/// hold for a restore) over the control channel.
+pub enum Access {
+    Stopped(StateLock),
+    Running(ControlClient, Request),
+}
+
+impl Access {
+    /// Take the data dir for `action`; on a running stack, ask its supervisor for `request`
+    /// (freeze or hold). A restore a killed opsbox left half done is finished first (by the
+    /// supervisor when it runs).
+    pub fn take(settings: &Settings, action: &str, request: Request) -> Result<Access> {
+        settings.state.create()?;
+        match StateLock::acquire(&settings.state) {
+            Ok(lock) => {
+                if let Some(message) = restore::recover(&Snapshots::new(&settings.state))?.message()
+                {
+                    output::warn(&message);
+                }
+                Ok(Access::Stopped(lock))
+            }
+            Err(StateError::AlreadyRunning { pid, .. }) => {
+                let mut client = ControlClient::connect(&settings.state)?;
+                output::info(&format!(
+                    "the stack is running (opsbox pid {pid}): {} it to {action}",
+                    match request {
+                        Request::Hold =>
+                            "stopping nats-server and PostgreSQL and holding S3 requests",
+                        _ => "holding it still",
+                    }
+                ));
+                client.request(request)?;
+                let end = match request {
+                    Request::Hold => Request::Release,
+                    _ => Request::Thaw,
+                };
+                Ok(Access::Running(client, end))
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(message) = restore::recover(&Snapshots::new(&settings.state))?.message() {
-        output::warn(&message);
     }
-    Ok(lock)
+
+    /// Let the stack go: on a running one, how long its clients were held.
+    pub fn end(self) -> Result<Option<u64>> {
+        match self {
+            Access::Stopped(_) => Ok(None),
+            Access::Running(mut client, end) => Ok(client.request(end)?.paused_ms),
+        }
+    }
 }
 
 pub fn service_names(services: &[ServiceArg]) -> Result<Vec<ServiceName>> {

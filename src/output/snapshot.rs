@@ -82,6 +82,7 @@ pub fn done(
     manifest: &SnapshotSummary,
     took: Duration,
     extra: Option<(&str, String)>,
+    paused_ms: Option<u64>,
     json: bool,
 ) {
     if json {
@@ -91,12 +92,16 @@ pub fn done(
         if let Some((key, text)) = &extra {
             value[*key] = json!(text);
         }
+        value["running"] = json!(paused_ms.is_some());
+        if let Some(paused) = paused_ms {
+            value["paused_ms"] = json!(paused);
+        }
         super::data(&value.to_string());
         return;
     }
     let services: Vec<String> = manifest.services.iter().map(|s| s.0.clone()).collect();
     super::info(&format!(
-        "{verb} {}: {} ({} files, {}) in {:.2} s{}",
+        "{verb} {}: {} ({} files, {}) in {:.2} s{}{}",
         manifest.name,
         if services.is_empty() {
             "no data".to_string()
@@ -108,6 +113,9 @@ pub fn done(
         took.as_secs_f64(),
         extra
             .map(|(key, text)| format!("; {key}: {text}"))
+            .unwrap_or_default(),
+        paused_ms
+            .map(|paused| format!("; the stack kept running, its clients held for {paused} ms"))
             .unwrap_or_default()
     ));
 }

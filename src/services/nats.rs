@@ -2,7 +2,7 @@
 //! EVENTS stream.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -173,6 +173,27 @@ impl NatsService {
                 }
             }
         }
+    }
+    /// Whether any stream in the store has a durable consumer. nats-server writes a
+    /// consumer's acked position (`<stream>/obs/<consumer>/o.dat`) up to 100 ms after the
+    /// ack, so a copy taken in that window would forget the last acks.
+    pub fn store_has_consumers(&self) -> bool {
+        fn walk(dir: &Path, depth: usize) -> bool {
+            let Ok(entries) = fs_err::read_dir(dir) else {
+                return false;
+            };
+            entries.flatten().any(|entry| {
+                let path = entry.path();
+                if !path.is_dir() {
+                    return false;
+                }
+                if entry.file_name() == "obs" {
+                    return fs_err::read_dir(&path).is_ok_and(|mut inside| inside.next().is_some());
+                }
+                depth > 0 && walk(&path, depth - 1)
+            })
+        }
+        walk(&self.store_dir, 5)
     }
 
     /// Bytes free for JetStream's store: nats-server sizes its storage limit from this at

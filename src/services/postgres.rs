@@ -559,6 +559,19 @@ impl PostgresService {
             .map_err(|e| e.to_string())
     }
 
+    /// Write every dirty page to disk now (CHECKPOINT), so that a copy taken next starts
+    /// without replaying WAL.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let client = self
+            .connect("postgres")
+            .await
+            .map_err(|e| fail(format!("cannot connect to run CHECKPOINT: {e}"), None))?;
+        client
+            .batch_execute("CHECKPOINT")
+            .await
+            .map_err(|e| fail(format!("CHECKPOINT failed: {e}"), None))
+    }
+
     /// Create the target database if it does not exist.
     pub async fn ensure_database(&self) -> Result<()> {
         let client = self.connect("postgres").await.map_err(|e| {

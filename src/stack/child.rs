@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::run_file::{RunFileHandle, mark_ready};
 use crate::error::{Error, Result};
@@ -260,14 +260,37 @@ fn exit_record(status: Option<ExitStatus>, was_ready: bool) -> ExitRecord {
     }
 }
 
+/// How long a freeze may take to stop every process of a service.
+pub const FREEZE_WITHIN: Duration = Duration::from_secs(10);
+/// The longest a service stays frozen, whatever the client does (a save that takes longer
+/// fails; the service is not left stopped).
+pub const MAX_FREEZE: Duration = Duration::from_secs(600);
+
+/// What the control channel (control.rs) asks of a watched child.
+pub enum ChildControl {
+    /// Freeze it; say whether that took; thaw when `thaw` completes (or its sender is gone).
+    Freeze {
+        frozen: oneshot::Sender<std::result::Result<(), String>>,
+        thaw: oneshot::Receiver<()>,
+    },
+    /// Stop it cleanly; say so; start it again when `release` brings a channel for the
+    /// outcome (or its sender is gone).
+    Hold {
+        stopped: oneshot::Sender<()>,
+        release: oneshot::Receiver<oneshot::Sender<std::result::Result<(), String>>>,
+    },
+}
+
 /// Watch one child until a stop is requested: restart it whenever it dies, as the restart
 /// policy says (at once after a ready run, with backoff after failed starts, within the rate
-/// limit), and record each exit and delay in the run file and the log.
+/// limit), record each exit and delay in the run file and the log, and freeze or hold it
+/// when the control channel asks.
 pub async fn watch_child(
     service: ChildService,
     mut child: RunningChild,
     run_file: RunFileHandle,
     mut stop: watch::Receiver<StopRequest>,
+    mut control: mpsc::Receiver<ChildControl>,
 ) {
     let name = service.name();
     let mut policy = RestartPolicy::default();
@@ -283,7 +306,7 @@ pub async fn watch_child(
                     "{name} exited ({status}) after {:.1} s ready",
                     child.started.elapsed().as_secs_f64()
                 );
-                (status, what, true)
+                (Some(status), what, true)
             }
             problem = service.problem() => {
                 crate::output::warn(&format!("{name}: {problem}; stopping it to start it again"));
@@ -292,35 +315,93 @@ pub async fn watch_child(
                     _ = service.wait_for_room(&run_file) => {}
                     _ = stop.changed() => return,
                 }
-                (status, format!("{name} was stopped ({status}): {problem}"), false)
+                (Some(status), format!("{name} was stopped ({status}): {problem}"), false)
             }
-            _ = stop.changed() => {
-                let request = *stop.borrow();
-                run_file.update(name, |record| record.state = ServiceState::Stopping);
-                let status = if request == StopRequest::Force {
-                    child.kill_group();
-                    child.wait().await
-                } else {
-                    // A second Ctrl-C during the grace period kills the group at once.
-                    let mut force = stop.clone();
-                    let forced = async move {
-                        while *force.borrow_and_update() != StopRequest::Force {
-                            if force.changed().await.is_err() {
+            Some(request) = control.recv() => match request {
+                ChildControl::Freeze { frozen, thaw } => {
+                    match child.freeze(FREEZE_WITHIN).await {
+                        Ok(ice) => {
+                            let _ = frozen.send(Ok(()));
+                            let stopping = tokio::select! {
+                                _ = thaw => false,
+                                _ = tokio::time::sleep(MAX_FREEZE) => {
+                                    crate::output::warn(&format!(
+                                        "{name}: frozen for {} s, the longest allowed; running it again",
+                                        MAX_FREEZE.as_secs()
+                                    ));
+                                    false
+                                }
+                                _ = stop.changed() => true,
+                            };
+                            ice.thaw();
+                            if stopping {
+                                stop_on_request(&service, child, &run_file, &stop).await;
                                 return;
                             }
                         }
+                        Err(e) => {
+                            let _ = frozen.send(Err(e.to_string()));
+                        }
+                    }
+                    continue;
+                }
+                ChildControl::Hold { stopped, release } => {
+                    run_file.update(name, |record| record.state = ServiceState::Stopping);
+                    let status = child.stop(service.grace()).await;
+                    crate::output::info(&format!(
+                        "{name}: stopped ({status}) while a snapshot is restored"
+                    ));
+                    run_file.update(name, |record| {
+                        record.state = ServiceState::Stopped;
+                        record.process = None;
+                        record.restart_reason = Some("held: a snapshot is being restored".into());
+                    });
+                    let _ = stopped.send(());
+                    let outcome = tokio::select! {
+                        outcome = release => outcome.ok(),
+                        _ = stop.changed() => return,
                     };
-                    child.stop_or_force(service.grace(), forced).await
-                };
-                run_file.update(name, |record| {
-                    record.state = ServiceState::Stopped;
-                    record.process = None;
-                });
-                crate::output::info(&format!("{name}: stopped ({status})"));
+                    run_file.update(name, |record| {
+                        record.state = ServiceState::Starting;
+                        record.restart_reason = None;
+                    });
+                    let attempt = Instant::now();
+                    let started = tokio::select! {
+                        result = service.start(READY_TIMEOUT) => result,
+                        _ = stop.changed() => return,
+                    };
+                    match started {
+                        Ok(new_child) => {
+                            crate::output::info(&format!(
+                                "{name}: ready again in {} ms after the restore",
+                                attempt.elapsed().as_millis()
+                            ));
+                            mark_ready(&run_file, name, &new_child);
+                            child = new_child;
+                            if let Some(outcome) = outcome {
+                                let _ = outcome.send(Ok(()));
+                            }
+                            continue;
+                        }
+                        Err(failure) => {
+                            let what = format!(
+                                "{name}: start after the restore failed before ready: {}",
+                                failure.error
+                            );
+                            if let Some(outcome) = outcome {
+                                let _ = outcome.send(Err(what.clone()));
+                            }
+                            (failure.exit, what, false)
+                        }
+                    }
+                }
+            },
+            _ = stop.changed() => {
+                stop_on_request(&service, child, &run_file, &stop).await;
                 return;
             }
         };
-        let mut exit = exit_record(Some(status), was_ready);
+        let mut exit = exit_record(status, was_ready);
         loop {
             let decision = policy.after_exit(exit.was_ready, Instant::now());
             let state = if decision.crash_looping() {
@@ -367,6 +448,38 @@ pub async fn watch_child(
             }
         }
     }
+}
+
+/// The stop `opsbox down` or Ctrl-C asked for: the grace period, cut short by a second
+/// Ctrl-C (or SIGKILL at once when the first request was already a forced one).
+async fn stop_on_request(
+    service: &ChildService,
+    mut child: RunningChild,
+    run_file: &RunFileHandle,
+    stop: &watch::Receiver<StopRequest>,
+) {
+    let name = service.name();
+    let request = *stop.borrow();
+    run_file.update(name, |record| record.state = ServiceState::Stopping);
+    let status = if request == StopRequest::Force {
+        child.kill_group();
+        child.wait().await
+    } else {
+        let mut force = stop.clone();
+        let forced = async move {
+            while *force.borrow_and_update() != StopRequest::Force {
+                if force.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        child.stop_or_force(service.grace(), forced).await
+    };
+    run_file.update(name, |record| {
+        record.state = ServiceState::Stopped;
+        record.process = None;
+    });
+    crate::output::info(&format!("{name}: stopped ({status})"));
 }
 
 /// How often a server may find its freshly chosen port taken before the start fails.

@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use super::child::{AutoPorts, ChildService, READY_TIMEOUT, start_all};
+use super::child::{ChildService, FREEZE_WITHIN};
 use crate::error::Result;
 use crate::output;
+use crate::services::s3::S3Control;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshots};
 use crate::supervisor::RunningChild;
@@ -29,38 +30,50 @@ pub fn versions(settings: &Settings) -> snapshot::save::Versions {
     }
 }
 
-/// Stop nats-server and PostgreSQL cleanly, save the "initial" snapshot, start them again.
-/// Runs before the run file says ready, so no client writes meanwhile (S3 objects are only
-/// hard-linked, which takes milliseconds).
+/// Hold the stack still (S3 closed to writes; PostgreSQL checkpointed, then nats-server and
+/// PostgreSQL frozen), save the "initial" snapshot, and let it run on. Runs before the run
+/// file says ready, so no client of this stack writes meanwhile.
 pub async fn keep(
     settings: &Settings,
     snapshots: &Snapshots,
-    running: Vec<(ChildService, RunningChild)>,
-    auto_ports: Option<&AutoPorts>,
-) -> Result<Vec<(ChildService, RunningChild)>> {
+    running: &[(ChildService, RunningChild)],
+    s3: Option<&S3Control>,
+) -> Result<()> {
     let began = Instant::now();
-    // Started again as they ran (with the ports they got, which `--ports auto` may have moved).
-    let children: Vec<ChildService> = running.iter().map(|(service, _)| service.clone()).collect();
-    futures::future::join_all(
-        running
-            .into_iter()
-            .map(|(service, child)| async move { child.stop(service.grace()).await }),
-    )
-    .await;
+    for (service, _) in running {
+        if let ChildService::Postgres(postgres) = service {
+            postgres.checkpoint().await?;
+        }
+    }
+    let closed = match s3 {
+        Some(s3) => Some(s3.gate.close_writes().await),
+        None => None,
+    };
+    let mut frozen = Vec::new();
+    for (_, child) in running {
+        frozen.push(
+            child
+                .freeze(FREEZE_WITHIN)
+                .await
+                .map_err(crate::supervisor::SupervisorError::from)?,
+        );
+    }
     let versions = versions(settings);
-    tokio::task::block_in_place(|| {
+    let saved = tokio::task::block_in_place(|| {
         snapshot::save::save(
             snapshots,
             snapshot::INITIAL,
             &versions,
             &snapshot::NoProgress,
         )
-    })?;
-    let running = start_all(&children, READY_TIMEOUT, auto_ports).await?;
+    });
+    drop(frozen);
+    drop(closed);
+    saved?;
     output::info(&format!(
         "opsbox: kept this first state as snapshot '{}' for `opsbox reset` ({} ms)",
         snapshot::INITIAL,
         began.elapsed().as_millis()
     ));
-    Ok(running)
+    Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod child;
 mod connect;
+mod control;
 mod initial;
 mod run_file;
 
@@ -163,11 +164,15 @@ pub async fn run(
     };
     let (s3, running) = match started {
         Some(Ok((s3, running))) if fresh => {
-            match initial::keep(settings, &snapshots, running, auto_ports.as_ref()).await {
-                Ok(running) => (s3, running),
+            let control = s3.as_ref().map(S3Server::control);
+            match initial::keep(settings, &snapshots, &running, control.as_ref()).await {
+                Ok(()) => (s3, running),
                 Err(e) => {
                     if let Some(server) = s3 {
                         server.shutdown(Duration::from_secs(5)).await;
+                    }
+                    for (service, child) in running {
+                        child.stop(service.grace()).await;
                     }
                     run_file.remove();
                     return Err(e);
@@ -229,23 +234,47 @@ pub async fn run(
         output::info("press Ctrl-C to stop (twice to force)");
     }
 
+    let mut controls = Vec::new();
+    let mut nats = None;
     let watchers: Vec<_> = running
         .into_iter()
         .map(|(service, child)| {
+            if let ChildService::Nats(service) = &service {
+                nats = Some(service.clone());
+            }
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            controls.push((service.name(), sender));
             tokio::spawn(child::watch_child(
                 service,
                 child,
                 run_file.clone(),
                 stop.clone(),
+                receiver,
             ))
         })
         .collect();
+    // Snapshots and reset of the running stack go through the control channel.
+    let control_task = control::listen(&settings.state).map(|listener| {
+        tokio::spawn(control::serve(
+            listener,
+            Arc::new(control::Control {
+                children: controls,
+                nats,
+                s3: s3.as_ref().map(S3Server::control),
+                snapshots: snapshots.clone(),
+                busy: tokio::sync::Mutex::new(()),
+            }),
+        ))
+    });
     while *stop.borrow() == StopRequest::None {
         if stop.changed().await.is_err() {
             break;
         }
     }
     output::info("opsbox: stopping");
+    if let Some(task) = control_task {
+        task.abort();
+    }
     let s3_stop = async {
         if let Some(console) = console {
             console.shutdown(Duration::from_secs(2)).await;

@@ -1,6 +1,7 @@
 //! The per-project state directory: its layout, the lock that makes one stack per project, and
 //! the run file that tells `status`, `logs` and `down` what is running.
 
+pub mod control;
 pub mod instances;
 pub mod lock;
 pub mod log_follower;

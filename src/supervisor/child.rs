@@ -210,6 +210,12 @@ impl RunningChild {
         self.wait().await
     }
 
+    /// Freeze the child with every process it forked (freeze.rs) until the returned value is
+    /// dropped.
+    pub async fn freeze(&self, within: Duration) -> Result<super::Frozen, super::FreezeError> {
+        super::Frozen::freeze(&self.name, &self.identity, within).await
+    }
+
     /// After the leader exited on its own: SIGKILL what is left of its process group. The
     /// group id stays allocated while any member lives, so it cannot name a stranger's group.
     pub fn kill_orphaned_group(&mut self) {

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod child;
+pub mod freeze;
 pub mod process;
 pub mod restart_policy;
 pub mod signals;
@@ -15,6 +16,7 @@ pub use account::Account;
 pub use child::{
     ChildSpec, RunningChild, capture_output, run_to_completion, spawn, spawn_detached,
 };
+pub use freeze::{FreezeError, Frozen};
 pub use restart_policy::{RestartDecision, RestartPolicy};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ pub enum SupervisorError {
     },
     #[error("no unprivileged account to run {purpose} as (looked for {looked_for})")]
     NoAccount { purpose: String, looked_for: String },
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
     #[error("cannot send {signal} to {name} (pid {pid})")]
     Signal {
         name: String,

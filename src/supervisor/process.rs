@@ -103,6 +103,28 @@ pub fn state(pid: i32) -> Option<char> {
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
+/// The parent pid of `pid`, from /proc/PID/stat.
+pub fn parent(pid: i32) -> Option<i32> {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every live process whose parent is in `parents` (and is not in it itself).
+pub fn children_of(parents: &std::collections::HashSet<i32>) -> Vec<i32> {
+    let Ok(entries) = fs_err::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !parents.contains(pid) && parent(*pid).is_some_and(|p| parents.contains(&p)))
+        .collect()
+}
+
 /// The command line of `pid`, joined with spaces.
 pub fn command_line(pid: i32) -> Option<String> {
     let raw = fs_err::read(format!("/proc/{pid}/cmdline")).ok()?;

@@ -274,17 +274,6 @@ async fn restore_brings_back_exactly_the_saved_state() {
     let (opsbox, first, _second) = stack_with_two_states().await;
     let owner = std::fs::metadata(pgdata(&opsbox)).unwrap().uid();
 
-    // A running stack is refused, with what to do.
-    up(&opsbox);
-    let refused = opsbox.run(&["snapshot", "restore", "s1"]);
-    let text = refused.stderr.clone();
-    assert!(!refused.status.success());
-    assert!(
-        text.contains("is running") && text.contains("opsbox down"),
-        "{text}"
-    );
-    down(&opsbox);
-
     let listed = succeeded(&opsbox.run(&["snapshot", "ls", "--json"]), "snapshot ls");
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let names: Vec<&str> = listed
@@ -494,5 +483,235 @@ async fn reset_equals_a_fresh_stack() {
     succeeded(&opsbox.run(&["reset"]), "opsbox reset");
     up(&opsbox);
     assert_eq!(observe(&opsbox).await, fresh);
+    down(&opsbox);
+}
+
+/// The JSON of a snapshot command that must have run on a running stack.
+fn on_running_stack(output: &Outcome, what: &str) -> serde_json::Value {
+    let text = succeeded(output, what);
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        value["running"], true,
+        "{what} did not see the running stack: {value}"
+    );
+    assert!(value["paused_ms"].as_u64().is_some(), "{value}");
+    value
+}
+
+/// save, restore and reset on a running stack: no `down`, the clients reconnect, and each
+/// sees exactly the state it should (s1 after restore, the fresh stack after reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_restore_and_reset_work_on_a_running_stack() {
+    let opsbox = Opsbox::new();
+    up(&opsbox);
+    let fresh = observe(&opsbox).await;
+    write_first(&opsbox).await;
+    let first = observe(&opsbox).await;
+    let saved = on_running_stack(
+        &opsbox.run(&["snapshot", "save", "s1", "--json"]),
+        "snapshot save s1 (running)",
+    );
+    assert_eq!(saved["services"].as_array().unwrap().len(), 3, "{saved}");
+    // The stack went on as it was.
+    assert_eq!(observe(&opsbox).await, first);
+    write_second(&opsbox).await;
+    let second = observe(&opsbox).await;
+    differ_everywhere(&first, &second);
+
+    on_running_stack(
+        &opsbox.run(&["snapshot", "restore", "s1", "--json"]),
+        "snapshot restore s1 (running)",
+    );
+    let (_, status) = opsbox.status_json();
+    let states: Vec<(&str, &str)> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("nats", "ready"), ("postgres", "ready"), ("s3", "ready")],
+        "{status}"
+    );
+    assert_eq!(observe(&opsbox).await, first);
+
+    on_running_stack(&opsbox.run(&["reset", "--json"]), "reset (running)");
+    assert_eq!(observe(&opsbox).await, fresh);
+    down(&opsbox);
+}
+
+/// What the writer of `save_while_writing_is_consistent` did in one round: row `i`, then
+/// message `i`, then object `i`, each waited for before the next.
+#[derive(Debug, Default)]
+struct Written {
+    rounds: u64,
+    errors: Vec<String>,
+    slowest: Duration,
+}
+
+async fn write_in_rounds(opsbox: &Opsbox, stop: tokio::sync::watch::Receiver<bool>) -> Written {
+    let postgres = opsbox.postgres().await;
+    postgres
+        .batch_execute("CREATE TABLE rounds (i bigint PRIMARY KEY, pad text NOT NULL)")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(opsbox.nats_url()).await.unwrap());
+    let s3 = s3::client(opsbox.s3_port, true);
+    let mut written = Written::default();
+    let mut i: u64 = 0;
+    while !*stop.borrow() {
+        i += 1;
+        let began = Instant::now();
+        let row = postgres
+            .execute(
+                "INSERT INTO rounds VALUES ($1, repeat('x', 2000))",
+                &[&(i as i64)],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("row {i}: {e}"));
+        let message = async {
+            js.publish(format!("enterprise.rounds.{i}"), i.to_string().into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        .await
+        .map_err(|e| format!("message {i}: {e}"));
+        let object = s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(format!("rounds/{i:08}"))
+            .body(ByteStream::from(i.to_string().into_bytes()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("object {i}: {e}"));
+        for result in [row, message, object] {
+            if let Err(e) = result {
+                written.errors.push(e);
+            }
+        }
+        written.slowest = written.slowest.max(began.elapsed());
+        written.rounds = i;
+    }
+    written
+}
+
+/// A snapshot saved while a writer runs holds one moment of all three services: the rows,
+/// messages and objects it holds are each 1..n without a gap, and since every round writes
+/// row i, then message i, then object i, one moment means rows >= messages >= objects >=
+/// rows - 1. The writer sees no error, only a pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_while_writing_is_consistent_and_only_pauses_the_writer() {
+    let opsbox = Opsbox::new();
+    up(&opsbox);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let writer = {
+        let opsbox = &opsbox;
+        async move { write_in_rounds(opsbox, stopping).await }
+    };
+    let saving = async {
+        // Let the writer get going, save in the middle of it, let it go on.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let command = opsbox.command();
+        let saved = tokio::task::spawn_blocking(move || {
+            let mut command = command;
+            Outcome::from(
+                command
+                    .args(["snapshot", "save", "busy", "--json"])
+                    .output()
+                    .unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        stop.send(true).unwrap();
+        saved
+    };
+    let (written, saved) = tokio::join!(writer, saving);
+    let saved = on_running_stack(&saved, "snapshot save busy (while writing)");
+    assert!(
+        written.errors.is_empty(),
+        "the writer saw errors, not just a pause: {:?}",
+        written.errors
+    );
+    eprintln!(
+        "writer: {} rounds, slowest round {} ms; save held clients {} ms",
+        written.rounds,
+        written.slowest.as_millis(),
+        saved["paused_ms"]
+    );
+
+    on_running_stack(
+        &opsbox.run(&["snapshot", "restore", "busy", "--json"]),
+        "snapshot restore busy",
+    );
+    let postgres = opsbox.postgres().await;
+    let rows: Vec<i64> = postgres
+        .query("SELECT i FROM rounds ORDER BY i", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let js = async_nats::jetstream::new(async_nats::connect(opsbox.nats_url()).await.unwrap());
+    let mut events = js.get_stream("EVENTS").await.unwrap();
+    let info = events.info().await.unwrap().clone();
+    let mut messages = Vec::new();
+    for sequence in info.state.first_sequence..=info.state.last_sequence {
+        if info.state.messages == 0 {
+            break;
+        }
+        let message = events.get_raw_message(sequence).await.unwrap();
+        messages.push(
+            String::from_utf8(message.payload.to_vec())
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        );
+    }
+    let s3 = s3::client(opsbox.s3_port, true);
+    let mut objects = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("rounds/")
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for object in page.unwrap().contents() {
+            let key = object.key().unwrap();
+            objects.push(key.trim_start_matches("rounds/").parse::<i64>().unwrap());
+        }
+    }
+    let counted = |what: &str, seen: &[i64]| {
+        let expected: Vec<i64> = (1..=seen.len() as i64).collect();
+        assert_eq!(
+            seen, expected,
+            "the snapshot's {what} are not 1..n without a gap"
+        );
+        seen.len() as i64
+    };
+    let (rows, messages, objects) = (
+        counted("rows", &rows),
+        counted("messages", &messages),
+        counted("objects", &objects),
+    );
+    eprintln!("snapshot holds {rows} rows, {messages} messages, {objects} objects");
+    assert!(rows > 0, "the save came before the writer's first round");
+    assert!(
+        rows >= messages && messages >= objects && objects >= rows - 1,
+        "not one moment: {rows} rows, {messages} messages, {objects} objects"
+    );
+    assert!(
+        (rows as u64) < written.rounds,
+        "the snapshot holds every round ({rows} of {}): it was not taken while writing",
+        written.rounds
+    );
     down(&opsbox);
 }

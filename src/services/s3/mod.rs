@@ -5,6 +5,7 @@ mod acl;
 mod backend;
 mod checksum;
 mod conditions;
+pub mod gate;
 mod health;
 mod keys;
 mod listing;
@@ -73,10 +74,30 @@ pub enum S3Error {
     },
 }
 
+/// The gate of a running endpoint's requests, and its data directory.
+#[derive(Debug, Clone)]
+pub struct S3Control {
+    pub gate: gate::Gate,
+    layout: Arc<storage::Layout>,
+}
+
+impl S3Control {
+    /// After a restore replaced the data directory underneath: make the internal directories
+    /// the new tree lacks (a snapshot never holds temp files).
+    pub fn reopen(&self) -> Result<(), S3Error> {
+        self.layout.ensure_dirs().map_err(|source| S3Error::Root {
+            path: self.layout.root().to_path_buf(),
+            source,
+        })
+    }
+}
+
 /// A running S3 endpoint.
 pub struct S3Server {
     pub local_addr: SocketAddr,
     backend: backend::Backend,
+    layout: Arc<storage::Layout>,
+    gate: gate::Gate,
     stop: oneshot::Sender<Duration>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -128,6 +149,7 @@ impl S3Server {
         builder.set_host(hosts);
         let service = builder.build();
 
+        let gate = gate::Gate::default();
         let (stop, stopped) = oneshot::channel();
         log.line(&format!(
             "listening on {local_addr}, data in {}",
@@ -138,11 +160,14 @@ impl S3Server {
             service,
             log,
             layout.temp_dir(),
+            gate.clone(),
             stopped,
         ));
         Ok(S3Server {
             local_addr,
             backend,
+            layout,
+            gate,
             stop,
             task,
         })
@@ -151,6 +176,14 @@ impl S3Server {
     /// The storage this endpoint serves, for in-process callers (the console).
     pub fn storage(&self) -> Arc<dyn s3s::S3> {
         Arc::new(self.backend.clone())
+    }
+
+    /// What a snapshot of the running stack needs of this endpoint.
+    pub fn control(&self) -> S3Control {
+        S3Control {
+            gate: self.gate.clone(),
+            layout: Arc::clone(&self.layout),
+        }
     }
 
     /// Stop accepting, let in-flight requests finish (up to `grace`), then return.

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::access_log::{AccessLog, LoggedBody, RequestRecord};
+use super::gate::Gate;
 use super::health;
 use super::request_fixes;
 
@@ -70,6 +71,8 @@ struct Handler {
     log: AccessLog,
     /// Where bodies sent without a length are spooled (request_fixes.rs).
     temp_dir: Arc<PathBuf>,
+    /// Held closed while a snapshot of the running stack is saved or restored (gate.rs).
+    gate: Gate,
 }
 
 impl Handler {
@@ -81,6 +84,7 @@ impl Handler {
         let response = match health::respond(&req) {
             Some(response) => response,
             None => {
+                let _pass = self.gate.enter(&method).await;
                 let mut req = req.map(s3s::Body::from);
                 let checked =
                     match request_fixes::spool_unsized_body(&mut req, &self.temp_dir).await {
@@ -123,12 +127,14 @@ pub async fn serve(
     s3: S3Service,
     log: AccessLog,
     temp_dir: PathBuf,
+    gate: Gate,
     stop: oneshot::Receiver<Duration>,
 ) {
     let handler = Handler {
         s3,
         log: log.clone(),
         temp_dir: Arc::new(temp_dir),
+        gate,
     };
     let service = hyper::service::service_fn(move |req| handler.clone().handle(req));
     let builder = Arc::new(ConnectionBuilder::new(TokioExecutor::new()));

@@ -114,6 +114,13 @@ impl Layout {
             root: root.to_owned(),
             temp_counter: AtomicU64::new(0),
         };
+        layout.ensure_dirs()?;
+        Ok(layout)
+    }
+
+    /// Create the internal directories and remove temp files a crash may have left.
+    pub fn ensure_dirs(&self) -> io::Result<()> {
+        let layout = self;
         fs_err::create_dir_all(layout.internal().join("meta"))?;
         fs_err::create_dir_all(layout.internal().join("uploads"))?;
         let temp_dir = layout.temp_dir();
@@ -121,7 +128,7 @@ impl Layout {
             fs_err::remove_dir_all(&temp_dir)?;
         }
         fs_err::create_dir_all(&temp_dir)?;
-        Ok(layout)
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
