@@ -16,16 +16,19 @@ pub async fn run(global: &GlobalArgs, args: &ResetArgs) -> Result<ExitCode> {
     let services = service_names(&args.services)?;
     let snapshots = Snapshots::new(&settings.state);
     let progress = SnapshotProgress::default();
-    let access = if snapshots.dir(INITIAL).is_dir() {
-        Some(Access::take(&settings, "reset it", Request::Hold)?)
-    } else {
-        None
+    let restored = match tokio::task::block_in_place(|| {
+        restore::prepare(&snapshots, INITIAL, &services, &progress)
+    }) {
+        Ok(prepared) => {
+            let access = Access::take(&settings, "reset it", Request::Hold)?;
+            let swapped = tokio::task::block_in_place(|| prepared.swap());
+            let paused = access.end()?;
+            swapped.map(|manifest| (manifest, paused))
+        }
+        Err(e) => Err(e),
     };
-    let restored =
-        tokio::task::block_in_place(|| restore::restore(&snapshots, INITIAL, &services, &progress));
-    let paused = access.map(Access::end).transpose()?.flatten();
-    let manifest = match restored {
-        Ok(manifest) => manifest,
+    let (manifest, paused) = match restored {
+        Ok(done) => done,
         Err(SnapshotError::NotFound { .. }) => {
             return Err(Error::Usage {
                 message: format!(

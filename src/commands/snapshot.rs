@@ -7,7 +7,7 @@ use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg, SnapshotArgs, Sna
 use crate::error::{Error, Result};
 use crate::output::{self, SnapshotProgress};
 use crate::settings::Settings;
-use crate::snapshot::Snapshots;
+use crate::snapshot::{NoProgress, Snapshots};
 use crate::snapshot::archive::{self, ImportTarget};
 use crate::snapshot::restore;
 use crate::snapshot::save;
@@ -30,20 +30,25 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
                 }
                 .into());
             }
+            // Copied while the stack runs on, then brought up to date while it holds still
+            // (only what changed meanwhile is taken again); hashing reads the copy after.
+            let mut copied = blocking(|s| save::copy(&s, name, &progress), &snapshots)?;
             let access = Access::take(&settings, "save a snapshot", Request::Freeze)?;
-            let versions = crate::stack::versions(&settings);
-            let saved = blocking(
-                move |s| save::save(&s, name, &versions, &progress),
-                &snapshots,
-            );
+            let caught_up = blocking(|_| copied.catch_up(&NoProgress), &snapshots);
             let paused = access.end();
-            let manifest = saved?;
+            let caught_up = caught_up?;
+            let paused = paused?;
+            if paused.is_some() {
+                output::snapshot::caught_up(caught_up.files, caught_up.bytes);
+            }
+            let versions = crate::stack::versions(&settings);
+            let manifest = blocking(|_| copied.finish(&versions, &progress), &snapshots)?;
             output::snapshot::done(
                 "saved",
                 &manifest.summary(),
                 began.elapsed(),
                 None,
-                paused?,
+                paused,
                 *json,
             );
         }
@@ -53,15 +58,16 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
             json,
         } => {
             let services = service_names(services)?;
-            // Refuse a missing or damaged snapshot before a running stack is stopped for it.
-            snapshots.manifest(name)?;
-            let access = Access::take(&settings, "restore a snapshot", Request::Hold)?;
-            let restored = blocking(
-                move |s| restore::restore(&s, name, &services, &progress),
+            // Built next to the live data while the stack runs on; only the swap needs it
+            // stopped.
+            let prepared = blocking(
+                |s| restore::prepare(&s, name, &services, &progress),
                 &snapshots,
-            );
+            )?;
+            let access = Access::take(&settings, "restore a snapshot", Request::Hold)?;
+            let swapped = blocking(|_| prepared.swap(), &snapshots);
             let paused = access.end();
-            let manifest = restored?;
+            let manifest = swapped?;
             output::snapshot::done(
                 "restored",
                 &manifest.summary(),

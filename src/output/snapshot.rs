@@ -120,6 +120,14 @@ pub fn done(
     ));
 }
 
+/// What a save of a running stack took again while the stack held still.
+pub fn caught_up(files: u64, bytes: u64) {
+    super::info(&format!(
+        "took again while the stack held still: {files} files, {}",
+        HumanBytes(bytes)
+    ));
+}
+
 /// `snapshot ls`: a table, or JSON on stdout.
 pub fn list(snapshots: &[(String, Result<SnapshotSummary, String>)], json: bool) {
     if json {

@@ -6,7 +6,7 @@
 //! <data dir>/snapshots/<name>/data/<part>/      nats/jetstream, postgres/data, s3
 //! <data dir>/snapshots/.staging-<pid>-*/        a save or import being built (no name yet)
 //! <data dir>/snapshots/.trash-*/                replaced data, deleted later by `up`
-//! <data dir>/snapshots/.restore/                a restore being built, then swapped
+//! <data dir>/snapshots/.restore-<pid>-*/        a restore being built, then swapped
 //! <data dir>/snapshots/restore.journal          the swap in progress (journal.rs)
 //! ```
 //!
@@ -168,8 +168,20 @@ impl Snapshots {
     pub fn journal(&self) -> PathBuf {
         self.root().join("restore.journal")
     }
-    pub fn restore_staging(&self) -> PathBuf {
-        self.root().join(".restore")
+    /// The restores being built whose process is gone (and the fixed `.restore` of
+    /// earlier opsbox versions).
+    pub fn abandoned_restores(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs_err::read_dir(self.root()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name == ".restore" || dead_owner(&name, ".restore-")
+            })
+            .map(|entry| entry.path())
+            .collect()
     }
     pub fn restore_previous(&self) -> PathBuf {
         self.root().join(".previous")
@@ -264,15 +276,18 @@ impl Snapshots {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let dead_staging = name
-                .strip_prefix(".staging-")
-                .and_then(|rest| rest.split('-').next())
-                .is_some_and(|pid| !Path::new("/proc").join(pid).exists());
-            if name.starts_with(".trash-") || dead_staging {
+            if name.starts_with(".trash-") || dead_owner(&name, ".staging-") {
                 let _ = remove_tree(&entry.path());
             }
         }
     }
+}
+
+/// Whether `name` is `<prefix><pid>-...` of a process that is gone.
+fn dead_owner(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.split('-').next())
+        .is_some_and(|pid| !Path::new("/proc").join(pid).exists())
 }
 
 /// A snapshot name: a plain file name that cannot collide with the staging names.

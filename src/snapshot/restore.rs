@@ -19,7 +19,14 @@ use crate::types::ServiceName;
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
     snapshot: String,
+    /// The directory (in `snapshots/`) the new state was built in.
+    #[serde(default = "legacy_staging")]
+    staging: String,
     parts: Vec<JournalPart>,
+}
+
+fn legacy_staging() -> String {
+    ".restore".into()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,7 +65,8 @@ impl Recovery {
     }
 }
 
-/// Restore `services` (all three when empty) from snapshot `name`.
+/// Restore `services` (all three when empty) from snapshot `name`, on a stopped stack whose
+/// lock the caller holds.
 pub fn restore(
     snapshots: &Snapshots,
     name: &str,
@@ -66,14 +74,80 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<Manifest> {
     recover(snapshots)?;
+    prepare(snapshots, name, services, progress)?.swap()
+}
+
+/// A restore whose new state is built and on disk, next to the live one, and not swapped in
+/// yet. Building needs no lock and leaves the running stack alone (each restore builds in a
+/// directory of its own); only `swap` needs the stack stopped.
+#[must_use = "a prepared restore that is not swapped in is deleted by the next `up`"]
+pub struct Prepared {
+    snapshots: Snapshots,
+    manifest: Manifest,
+    journal: Journal,
+    /// Once the journal promises the swap, the built state is needed by whoever finishes it.
+    journaled: bool,
+}
+
+impl Drop for Prepared {
+    /// A restore given up before its journal removes what it built.
+    fn drop(&mut self) {
+        if !self.journaled {
+            let _ = self
+                .snapshots
+                .discard(&self.snapshots.root().join(&self.journal.staging));
+        }
+    }
+}
+
+/// Build the new state of `services` (all three when empty) from snapshot `name`, checked
+/// against its manifest and flushed to disk.
+pub fn prepare(
+    snapshots: &Snapshots,
+    name: &str,
+    services: &[ServiceName],
+    progress: &dyn Progress,
+) -> Result<Prepared> {
     let manifest = snapshots.manifest(name)?;
     let services: Vec<ServiceName> = if services.is_empty() {
         ServiceName::ALL.to_vec()
     } else {
         services.to_vec()
     };
-    let staging = snapshots.restore_staging();
+    let staging_name = format!(
+        ".restore-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let staging = snapshots.root().join(&staging_name);
     fs_err::create_dir_all(&staging).map_err(SnapshotError::io("create", &staging))?;
+    let built = build(snapshots, name, &manifest, &services, &staging, progress);
+    match built {
+        Ok(parts) => Ok(Prepared {
+            snapshots: snapshots.clone(),
+            manifest,
+            journal: Journal {
+                snapshot: name.into(),
+                staging: staging_name,
+                parts,
+            },
+            journaled: false,
+        }),
+        Err(e) => {
+            let _ = super::remove_tree(&staging);
+            Err(e)
+        }
+    }
+}
+
+fn build(
+    snapshots: &Snapshots,
+    name: &str,
+    manifest: &Manifest,
+    services: &[ServiceName],
+    staging: &Path,
+    progress: &dyn Progress,
+) -> Result<Vec<JournalPart>> {
     let source = snapshots.dir(name).join("data");
     let total: u64 = services
         .iter()
@@ -82,7 +156,7 @@ pub fn restore(
         .sum();
     progress.begin(&format!("restoring {name}"), total);
     let mut parts = Vec::new();
-    for &service in &services {
+    for &service in services {
         let relative = part_path(service);
         let Some(part) = manifest.part(service) else {
             parts.push(JournalPart {
@@ -100,9 +174,9 @@ pub fn restore(
             &to,
             &Copy {
                 link: links_files(service),
-                hash: false,
                 skip: &|_| false,
                 progress,
+                since: None,
             },
         )
         .map_err(|e| match e {
@@ -134,19 +208,26 @@ pub fn restore(
     progress.end();
     test_hook("built")?;
     // The new state must be on disk before the journal promises it.
-    super::sync_file_system(&staging)?;
-    let journal = Journal {
-        snapshot: name.into(),
-        parts,
-    };
-    let bytes = serde_json::to_vec_pretty(&journal).unwrap_or_default();
-    crate::state::write_atomically(&snapshots.journal(), &bytes)
-        .map_err(SnapshotError::io("write", &snapshots.journal()))?;
-    test_hook("journal")?;
-    swap(snapshots, &journal)?;
-    snapshots.discard(&staging)?;
-    snapshots.discard(&snapshots.restore_previous())?;
-    Ok(manifest)
+    super::sync_file_system(staging)?;
+    Ok(parts)
+}
+
+impl Prepared {
+    /// Swap the new state in: the caller holds the stack stopped (its lock, or the running
+    /// supervisor's hold) and has run `recover`.
+    pub fn swap(mut self) -> Result<Manifest> {
+        let snapshots = &self.snapshots;
+        let bytes = serde_json::to_vec_pretty(&self.journal).unwrap_or_default();
+        crate::state::write_atomically(&snapshots.journal(), &bytes)
+            .map_err(SnapshotError::io("write", &snapshots.journal()))?;
+        self.journaled = true;
+        let snapshots = &self.snapshots;
+        test_hook("journal")?;
+        swap(snapshots, &self.journal)?;
+        snapshots.discard(&snapshots.root().join(&self.journal.staging))?;
+        snapshots.discard(&snapshots.restore_previous())?;
+        Ok(self.manifest.clone())
+    }
 }
 
 /// Finish or discard a restore a killed opsbox left; call with the data dir's lock held,
@@ -161,20 +242,26 @@ pub fn recover(snapshots: &Snapshots) -> Result<Recovery> {
                     reason: format!("{} is unreadable: {e}", path.display()),
                 })?;
             swap(snapshots, &journal)?;
+            snapshots.discard(&snapshots.root().join(&journal.staging))?;
             Recovery::Finished {
                 snapshot: journal.snapshot,
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if snapshots.restore_staging().exists() {
-                Recovery::Discarded
-            } else {
+            // A restore cut short before its journal: what it built is dropped (never that
+            // of a restore still being prepared by a live process).
+            let abandoned = snapshots.abandoned_restores();
+            if abandoned.is_empty() {
                 Recovery::Nothing
+            } else {
+                for dir in abandoned {
+                    snapshots.discard(&dir)?;
+                }
+                Recovery::Discarded
             }
         }
         Err(e) => return Err(SnapshotError::io("read", &path)(e)),
     };
-    snapshots.discard(&snapshots.restore_staging())?;
     snapshots.discard(&snapshots.restore_previous())?;
     Ok(recovery)
 }
@@ -184,7 +271,7 @@ fn swap(snapshots: &Snapshots, journal: &Journal) -> Result<()> {
     let data_root = &snapshots.state.root;
     for part in &journal.parts {
         let live = data_root.join(&part.path);
-        let new = snapshots.restore_staging().join(&part.path);
+        let new = snapshots.root().join(&journal.staging).join(&part.path);
         let old = snapshots.restore_previous().join(&part.path);
         let new_waiting = exists(&new);
         if part.present && !new_waiting {

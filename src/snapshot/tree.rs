@@ -4,7 +4,9 @@
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -14,11 +16,13 @@ use super::{Entry, EntryKind, Progress, Result, SnapshotError};
 pub struct Copy<'a> {
     /// Hard-link files instead of copying them.
     pub link: bool,
-    /// Record each file's sha256 (a save); a restore only copies.
-    pub hash: bool,
     /// Relative paths left out (a stale postmaster.pid, S3 temp files).
     pub skip: &'a dyn Fn(&str) -> bool,
     pub progress: &'a dyn Progress,
+    /// Bring an earlier copy up to date instead of making a new one: a file is taken again
+    /// unless the copy has its size and it was neither written nor renamed at or after this
+    /// time (a hard link: unless it is still the same inode); what is gone is removed.
+    pub since: Option<SystemTime>,
 }
 
 /// Relative paths a snapshot never holds: a postmaster.pid is never valid in another run, and
@@ -33,7 +37,7 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
     // Modes of directories are set last, so that a read-only directory can still be filled.
     let mut dirs: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
     let root = fs_err::symlink_metadata(from).map_err(SnapshotError::io("read", from))?;
-    fs_err::create_dir(to).map_err(SnapshotError::io("create", to))?;
+    create_dir(to, how)?;
     dirs.push((to.to_path_buf(), root));
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
@@ -43,6 +47,9 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
             .collect::<std::io::Result<_>>()
             .map_err(SnapshotError::io("read", &source_dir))?;
         children.sort_by_key(|c| c.file_name());
+        if how.since.is_some() {
+            remove_extra(&to.join(&relative), &relative, &children, how)?;
+        }
         for child in children {
             let rel = relative.join(child.file_name());
             let rel_text = rel.to_string_lossy().into_owned();
@@ -56,7 +63,7 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
             let mode = meta.permissions().mode() & 0o7777;
             let kind = meta.file_type();
             if kind.is_dir() {
-                fs_err::create_dir(&target).map_err(SnapshotError::io("create", &target))?;
+                create_dir(&target, how)?;
                 entries.push(Entry {
                     path: rel_text,
                     kind: EntryKind::Dir,
@@ -68,6 +75,9 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
                 dirs.push((target, meta));
                 pending.push(rel);
             } else if kind.is_symlink() {
+                if how.since.is_some() {
+                    remove_any(&target)?;
+                }
                 let link =
                     fs_err::read_link(&source).map_err(SnapshotError::io("read", &source))?;
                 fs_err::os::unix::fs::symlink(&link, &target)
@@ -82,6 +92,20 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
                     target: Some(link.to_string_lossy().into_owned()),
                 });
             } else if kind.is_file() {
+                if let Some(cutoff) = how.since {
+                    if unchanged(&meta, &target, how.link, cutoff) {
+                        entries.push(Entry {
+                            path: rel_text,
+                            kind: EntryKind::File,
+                            mode,
+                            size: meta.len(),
+                            sha256: None,
+                            target: None,
+                        });
+                        continue;
+                    }
+                    remove_any(&target)?;
+                }
                 if how.link {
                     fs_err::hard_link(&source, &target)
                         .map_err(SnapshotError::io("link", &target))?;
@@ -89,18 +113,13 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
                     fs_err::copy(&source, &target).map_err(SnapshotError::io("copy", &source))?;
                     set_owner(&target, &meta)?;
                 }
-                let sha256 = if how.hash {
-                    Some(sha256_file(&source)?)
-                } else {
-                    None
-                };
                 how.progress.advance(meta.len());
                 entries.push(Entry {
                     path: rel_text,
                     kind: EntryKind::File,
                     mode,
                     size: meta.len(),
-                    sha256,
+                    sha256: None,
                     target: None,
                 });
             }
@@ -114,6 +133,82 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(entries)
+}
+
+/// How far file times may lag the clock: the kernel stamps them from a coarse clock.
+const TIME_SLACK: Duration = Duration::from_secs(1);
+
+/// Whether the copy `target` of a file with `meta` is still good (see `Copy::since`).
+fn unchanged(meta: &std::fs::Metadata, target: &Path, link: bool, since: SystemTime) -> bool {
+    let Ok(copy) = fs_err::symlink_metadata(target) else {
+        return false;
+    };
+    if !copy.is_file() {
+        return false;
+    }
+    if link {
+        return copy.ino() == meta.ino() && copy.dev() == meta.dev();
+    }
+    let cutoff = since.checked_sub(TIME_SLACK).unwrap_or(SystemTime::UNIX_EPOCH);
+    let changed = SystemTime::UNIX_EPOCH
+        + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().clamp(0, 999_999_999) as u32);
+    copy.len() == meta.len()
+        && meta.modified().is_ok_and(|modified| modified < cutoff)
+        && changed < cutoff
+}
+
+fn create_dir(path: &Path, how: &Copy<'_>) -> Result<()> {
+    match fs_err::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if how.since.is_some() && e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if fs_err::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                remove_any(path)?;
+                fs_err::create_dir(path).map_err(SnapshotError::io("create", path))
+            }
+        }
+        Err(e) => Err(SnapshotError::io("create", path)(e)),
+    }
+}
+
+/// Remove `path`, whatever it is (gone already is fine).
+fn remove_any(path: &Path) -> Result<()> {
+    let Ok(meta) = fs_err::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        super::remove_tree(path)
+    } else {
+        match fs_err::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SnapshotError::io("remove", path)(e)),
+        }
+    }
+}
+
+/// Remove from the copy `dir` what the source (`children` of `relative`) no longer has.
+fn remove_extra(
+    dir: &Path,
+    relative: &Path,
+    children: &[fs_err::DirEntry],
+    how: &Copy<'_>,
+) -> Result<()> {
+    let kept: HashSet<std::ffi::OsString> = children
+        .iter()
+        .map(|c| c.file_name())
+        .filter(|name| !(how.skip)(&relative.join(name).to_string_lossy()))
+        .collect();
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if !kept.contains(&entry.file_name()) {
+            remove_any(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Give `path` the owner `meta` names (PGDATA belongs to PostgreSQL's account when opsbox

@@ -275,6 +275,12 @@ async fn hold(
             _ => errors.push(format!("{name} did not stop (restarting?)")),
         }
     }
+    // A swap an earlier client left half done is finished first, so this one starts clean.
+    if errors.is_empty()
+        && let Err(e) = recover(&control.snapshots).await
+    {
+        errors.push(e);
+    }
     if errors.is_empty() {
         if control.s3.is_some() {
             services.push(ServiceName::S3);
@@ -296,15 +302,8 @@ async fn hold(
     }
     // Whatever the client did: a swap it left half done is finished (or discarded) before
     // any service reads the data.
-    let snapshots = control.snapshots.clone();
-    match tokio::task::spawn_blocking(move || snapshot::restore::recover(&snapshots)).await {
-        Ok(Ok(recovered)) => {
-            if let Some(message) = recovered.message() {
-                output::warn(&message);
-            }
-        }
-        Ok(Err(e)) => errors.push(format!("cannot finish the interrupted restore: {e}")),
-        Err(e) => errors.push(format!("cannot finish the interrupted restore: {e}")),
+    if let Err(e) = recover(&control.snapshots).await {
+        errors.push(e);
     }
     if let Some(s3) = &control.s3
         && let Err(e) = s3.reopen()
@@ -336,5 +335,20 @@ async fn hold(
         })
     } else {
         Some(Reply::failed(errors.join("; ")))
+    }
+}
+
+/// Finish (or discard) a restore's swap that its client left half done.
+async fn recover(snapshots: &Snapshots) -> Result<(), String> {
+    let snapshots = snapshots.clone();
+    match tokio::task::spawn_blocking(move || snapshot::restore::recover(&snapshots)).await {
+        Ok(Ok(recovered)) => {
+            if let Some(message) = recovered.message() {
+                output::warn(&message);
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("cannot finish the interrupted restore: {e}")),
+        Err(e) => Err(format!("cannot finish the interrupted restore: {e}")),
     }
 }

@@ -45,6 +45,10 @@ pub async fn keep(
             postgres.checkpoint().await?;
         }
     }
+    // Copied while running, brought up to date while frozen.
+    let copied = tokio::task::block_in_place(|| {
+        snapshot::save::copy(snapshots, snapshot::INITIAL, &snapshot::NoProgress)
+    });
     let closed = match s3 {
         Some(s3) => Some(s3.gate.close_writes().await),
         None => None,
@@ -58,18 +62,14 @@ pub async fn keep(
                 .map_err(crate::supervisor::SupervisorError::from)?,
         );
     }
-    let versions = versions(settings);
-    let saved = tokio::task::block_in_place(|| {
-        snapshot::save::save(
-            snapshots,
-            snapshot::INITIAL,
-            &versions,
-            &snapshot::NoProgress,
-        )
+    let copied = copied.and_then(|mut copied| {
+        tokio::task::block_in_place(|| copied.catch_up(&snapshot::NoProgress))?;
+        Ok(copied)
     });
     drop(frozen);
     drop(closed);
-    saved?;
+    let versions = versions(settings);
+    tokio::task::block_in_place(|| copied?.finish(&versions, &snapshot::NoProgress))?;
     output::info(&format!(
         "opsbox: kept this first state as snapshot '{}' for `opsbox reset` ({} ms)",
         snapshot::INITIAL,

@@ -541,70 +541,99 @@ async fn save_restore_and_reset_work_on_a_running_stack() {
     down(&opsbox);
 }
 
-/// What the writer of `save_while_writing_is_consistent` did in one round: row `i`, then
-/// message `i`, then object `i`, each waited for before the next.
+/// What the writers of `save_while_writing_is_consistent` did.
 #[derive(Debug, Default)]
 struct Written {
+    /// Rounds of the first writer (rows then messages).
     rounds: u64,
     errors: Vec<String>,
     slowest: Duration,
 }
 
+/// Two writers, each a causal chain across two services, each step waited for before the
+/// next: round `i` of the first writes row `i` into `rounds`, then publishes message `i`;
+/// round `j` of the second PUTs object `j`, then writes row `j` into `puts`.
 async fn write_in_rounds(opsbox: &Opsbox, stop: tokio::sync::watch::Receiver<bool>) -> Written {
-    let postgres = opsbox.postgres().await;
-    postgres
-        .batch_execute("CREATE TABLE rounds (i bigint PRIMARY KEY, pad text NOT NULL)")
+    let setup = opsbox.postgres().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE rounds (i bigint PRIMARY KEY, pad text NOT NULL);
+             CREATE TABLE puts (j bigint PRIMARY KEY)",
+        )
         .await
         .unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(opsbox.nats_url()).await.unwrap());
-    let s3 = s3::client(opsbox.s3_port, true);
-    let mut written = Written::default();
-    let mut i: u64 = 0;
-    while !*stop.borrow() {
-        i += 1;
-        let began = Instant::now();
-        let row = postgres
-            .execute(
-                "INSERT INTO rounds VALUES ($1, repeat('x', 2000))",
-                &[&(i as i64)],
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("row {i}: {e}"));
-        let message = async {
-            js.publish(format!("enterprise.rounds.{i}"), i.to_string().into())
+    let rows_then_messages = async {
+        let postgres = opsbox.postgres().await;
+        let js = async_nats::jetstream::new(async_nats::connect(opsbox.nats_url()).await.unwrap());
+        let mut written = Written::default();
+        let mut i: u64 = 0;
+        while !*stop.borrow() {
+            i += 1;
+            let began = Instant::now();
+            if let Err(e) = postgres
+                .execute(
+                    "INSERT INTO rounds VALUES ($1, repeat('x', 2000))",
+                    &[&(i as i64)],
+                )
                 .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-        .await
-        .map_err(|e| format!("message {i}: {e}"));
-        let object = s3
-            .put_object()
-            .bucket(BUCKET)
-            .key(format!("rounds/{i:08}"))
-            .body(ByteStream::from(i.to_string().into_bytes()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("object {i}: {e}"));
-        for result in [row, message, object] {
-            if let Err(e) = result {
-                written.errors.push(e);
+            {
+                written.errors.push(format!("row {i}: {e}"));
             }
+            let published = async {
+                js.publish(format!("enterprise.rounds.{i}"), i.to_string().into())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = published.await {
+                written.errors.push(format!("message {i}: {e}"));
+            }
+            written.slowest = written.slowest.max(began.elapsed());
+            written.rounds = i;
         }
-        written.slowest = written.slowest.max(began.elapsed());
-        written.rounds = i;
-    }
-    written
+        written
+    };
+    let objects_then_rows = async {
+        let postgres = opsbox.postgres().await;
+        let s3 = s3::client(opsbox.s3_port, true);
+        let mut written = Written::default();
+        let mut j: u64 = 0;
+        while !*stop.borrow() {
+            j += 1;
+            let began = Instant::now();
+            if let Err(e) = s3
+                .put_object()
+                .bucket(BUCKET)
+                .key(format!("rounds/{j:08}"))
+                .body(ByteStream::from(j.to_string().into_bytes()))
+                .send()
+                .await
+            {
+                written.errors.push(format!("object {j}: {e}"));
+            }
+            if let Err(e) = postgres
+                .execute("INSERT INTO puts VALUES ($1)", &[&(j as i64)])
+                .await
+            {
+                written.errors.push(format!("put row {j}: {e}"));
+            }
+            written.slowest = written.slowest.max(began.elapsed());
+            written.rounds = j;
+        }
+        written
+    };
+    let (mut first, second) = tokio::join!(rows_then_messages, objects_then_rows);
+    first.errors.extend(second.errors);
+    first.slowest = first.slowest.max(second.slowest);
+    first
 }
 
-/// A snapshot saved while a writer runs holds one moment of all three services: the rows,
-/// messages and objects it holds are each 1..n without a gap, and since every round writes
-/// row i, then message i, then object i, one moment means rows >= messages >= objects >=
-/// rows - 1. The writer sees no error, only a pause.
+/// A snapshot saved while writers run holds one moment of all three services: what it holds
+/// of each is 1..n without a gap, and as each writer waits for one step before the next,
+/// one moment means rows >= messages >= rows - 1 for the first writer and objects >= its
+/// rows >= objects - 1 for the second. The writers see no error, only a pause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_while_writing_is_consistent_and_only_pauses_the_writer() {
     let opsbox = Opsbox::new();
@@ -615,7 +644,7 @@ async fn save_while_writing_is_consistent_and_only_pauses_the_writer() {
         async move { write_in_rounds(opsbox, stopping).await }
     };
     let saving = async {
-        // Let the writer get going, save in the middle of it, let it go on.
+        // Let the writers get going, save in the middle of it, let them go on.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let command = opsbox.command();
         let saved = tokio::task::spawn_blocking(move || {
@@ -637,11 +666,11 @@ async fn save_while_writing_is_consistent_and_only_pauses_the_writer() {
     let saved = on_running_stack(&saved, "snapshot save busy (while writing)");
     assert!(
         written.errors.is_empty(),
-        "the writer saw errors, not just a pause: {:?}",
+        "the writers saw errors, not just a pause: {:?}",
         written.errors
     );
     eprintln!(
-        "writer: {} rounds, slowest round {} ms; save held clients {} ms",
+        "writers: {} rounds, slowest round {} ms; save held clients {} ms",
         written.rounds,
         written.slowest.as_millis(),
         saved["paused_ms"]
@@ -652,28 +681,35 @@ async fn save_while_writing_is_consistent_and_only_pauses_the_writer() {
         "snapshot restore busy",
     );
     let postgres = opsbox.postgres().await;
-    let rows: Vec<i64> = postgres
-        .query("SELECT i FROM rounds ORDER BY i", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let column = |rows: Vec<tokio_postgres::Row>| -> Vec<i64> {
+        rows.iter().map(|row| row.get(0)).collect()
+    };
+    let rows = column(
+        postgres
+            .query("SELECT i FROM rounds ORDER BY i", &[])
+            .await
+            .unwrap(),
+    );
+    let put_rows = column(
+        postgres
+            .query("SELECT j FROM puts ORDER BY j", &[])
+            .await
+            .unwrap(),
+    );
     let js = async_nats::jetstream::new(async_nats::connect(opsbox.nats_url()).await.unwrap());
     let mut events = js.get_stream("EVENTS").await.unwrap();
     let info = events.info().await.unwrap().clone();
     let mut messages = Vec::new();
-    for sequence in info.state.first_sequence..=info.state.last_sequence {
-        if info.state.messages == 0 {
-            break;
+    if info.state.messages > 0 {
+        for sequence in info.state.first_sequence..=info.state.last_sequence {
+            let message = events.get_raw_message(sequence).await.unwrap();
+            messages.push(
+                String::from_utf8(message.payload.to_vec())
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap(),
+            );
         }
-        let message = events.get_raw_message(sequence).await.unwrap();
-        messages.push(
-            String::from_utf8(message.payload.to_vec())
-                .unwrap()
-                .parse::<i64>()
-                .unwrap(),
-        );
     }
     let s3 = s3::client(opsbox.s3_port, true);
     let mut objects = Vec::new();
@@ -697,16 +733,26 @@ async fn save_while_writing_is_consistent_and_only_pauses_the_writer() {
         );
         seen.len() as i64
     };
-    let (rows, messages, objects) = (
+    let (rows, messages, objects, put_rows) = (
         counted("rows", &rows),
         counted("messages", &messages),
         counted("objects", &objects),
+        counted("rows of PUTs", &put_rows),
     );
-    eprintln!("snapshot holds {rows} rows, {messages} messages, {objects} objects");
-    assert!(rows > 0, "the save came before the writer's first round");
+    eprintln!(
+        "snapshot holds {rows} rows and {messages} messages; {objects} objects and {put_rows} rows of PUTs"
+    );
     assert!(
-        rows >= messages && messages >= objects && objects >= rows - 1,
-        "not one moment: {rows} rows, {messages} messages, {objects} objects"
+        rows > 0 && objects > 0,
+        "the save came before the writers' first round"
+    );
+    assert!(
+        rows >= messages && messages >= rows - 1,
+        "not one moment: {rows} rows but {messages} messages"
+    );
+    assert!(
+        objects >= put_rows && put_rows >= objects - 1,
+        "not one moment: {objects} objects but {put_rows} rows of PUTs"
     );
     assert!(
         (rows as u64) < written.rounds,
