@@ -7,10 +7,10 @@ use crate::cli::{BinaryArgs, GlobalArgs, PortArgs, ServiceArg, SnapshotArgs, Sna
 use crate::error::{Error, Result};
 use crate::output::{self, SnapshotProgress};
 use crate::settings::Settings;
-use crate::snapshot::{NoProgress, Snapshots};
 use crate::snapshot::archive::{self, ImportTarget};
 use crate::snapshot::restore;
 use crate::snapshot::save;
+use crate::snapshot::{NoProgress, Snapshots};
 use crate::state::control::{ControlClient, Request};
 use crate::state::{StateError, StateLock};
 use crate::types::ServiceName;
@@ -169,7 +169,7 @@ impl Access {
             Err(StateError::AlreadyRunning { pid, .. }) => {
                 let mut client = ControlClient::connect(&settings.state)?;
                 output::info(&format!(
-                    "the stack is running (opsbox pid {pid}): {} it to {action}",
+                    "the stack is running (opsbox pid {pid}): {} to {action}",
                     match request {
                         Request::Hold =>
                             "stopping nats-server and PostgreSQL and holding S3 requests",

@@ -210,18 +210,14 @@ impl Copied {
         for part in &mut parts {
             for entry in &mut part.entries {
                 if entry.kind == super::EntryKind::File {
-                    entry.sha256 = Some(tree::sha256_file(
-                        &data.join(&part.path).join(&entry.path),
-                    )?);
+                    entry.sha256 =
+                        Some(tree::sha256_file(&data.join(&part.path).join(&entry.path))?);
                     progress.advance(entry.size);
                 }
             }
         }
         progress.end();
-        let since_epoch = self
-            .created
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = self.created.duration_since(UNIX_EPOCH).unwrap_or_default();
         let manifest = Manifest {
             format: manifest::FORMAT,
             name: self.name.clone(),

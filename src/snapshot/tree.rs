@@ -2,9 +2,9 @@
 //! ever replaced by rename, a copy for files rewritten in place (`std::fs::copy` uses
 //! `copy_file_range`, which reflinks on btrfs and XFS), modes and owners kept.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -149,9 +149,14 @@ fn unchanged(meta: &std::fs::Metadata, target: &Path, link: bool, since: SystemT
     if link {
         return copy.ino() == meta.ino() && copy.dev() == meta.dev();
     }
-    let cutoff = since.checked_sub(TIME_SLACK).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = since
+        .checked_sub(TIME_SLACK)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let changed = SystemTime::UNIX_EPOCH
-        + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().clamp(0, 999_999_999) as u32);
+        + Duration::new(
+            meta.ctime().max(0) as u64,
+            meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+        );
     copy.len() == meta.len()
         && meta.modified().is_ok_and(|modified| modified < cutoff)
         && changed < cutoff
