@@ -283,11 +283,13 @@ impl Snapshots {
     }
 }
 
-/// Whether `name` is `<prefix><pid>-...` of a process that is gone.
+/// Whether `name` is `<prefix><pid>-...` of a process that is gone (or a zombie: it was
+/// killed and its parent has not reaped it yet).
 fn dead_owner(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix)
         .and_then(|rest| rest.split('-').next())
-        .is_some_and(|pid| !Path::new("/proc").join(pid).exists())
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .is_some_and(|pid| crate::types::ProcessIdentity::of(pid).is_none())
 }
 
 /// A snapshot name: a plain file name that cannot collide with the staging names.
