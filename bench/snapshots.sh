@@ -118,6 +118,62 @@ for _ in $(seq "$runs"); do
     t_reset+=("$(ms "$opsbox" --quiet --data-dir "$fresh" reset)")
 done
 
+# The same on running stacks: the loaded one (save and restore) and the fresh one (reset).
+# Each prints JSON with `paused_ms`, how long the supervisor held the stack's clients.
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+timed_json() { # run "$@", print "<wall ms> <paused ms>"
+    local start end out
+    start=$(date +%s%N)
+    out=$("$@" 2>/dev/null)
+    end=$(date +%s%N)
+    echo "$(((end - start) / 1000000)) $(json_field paused_ms <<<"$out")"
+}
+# A NATS client that round-trips PING/PONG without pause while a save runs: the longest gap
+# it sees is the pause a client of the running stack feels.
+nats_probe() { # port seconds
+    python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+s.recv(4096)
+s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+worst, end = 0.0, time.time() + seconds
+while time.time() < end:
+    began = time.time()
+    s.sendall(b"PING\r\n")
+    buffer = b""
+    while b"PONG" not in buffer:
+        buffer += s.recv(4096)
+    worst = max(worst, time.time() - began)
+    time.sleep(0.001)
+print(int(worst * 1000))
+PY
+}
+read -r -a args <<<"$(ports)"
+"$opsbox" --quiet --data-dir "$data" up -d "${args[@]}" >&2
+run_port=${args[1]}
+declare -a t_rsave p_rsave t_rrestore p_rrestore t_rreset p_rreset t_probe
+for _ in $(seq "$runs"); do
+    nats_probe "$run_port" 6 >"$work/probe" &
+    probe=$!
+    sleep 1
+    read -r t p <<<"$(timed_json "$opsbox" --data-dir "$data" snapshot save running --json)"
+    t_rsave+=("$t"); p_rsave+=("$p")
+    wait "$probe"
+    t_probe+=("$(cat "$work/probe")")
+    read -r t p <<<"$(timed_json "$opsbox" --data-dir "$data" snapshot restore running --json)"
+    t_rrestore+=("$t"); p_rrestore+=("$p")
+    "$opsbox" --quiet --data-dir "$data" snapshot rm running; sync
+done
+"$opsbox" --quiet --data-dir "$data" down >&2
+read -r -a args <<<"$(ports)"
+"$opsbox" --quiet --data-dir "$fresh" up -d "${args[@]}" >&2
+for _ in $(seq "$runs"); do
+    read -r t p <<<"$(timed_json "$opsbox" --data-dir "$fresh" reset --json)"
+    t_rreset+=("$t"); p_rreset+=("$p")
+done
+"$opsbox" --quiet --data-dir "$fresh" down >&2
+
 m_cp=$(printf '%s\n' "${t_cp[@]}" | median)
 m_cps=$(printf '%s\n' "${t_cps[@]}" | median)
 m_save=$(printf '%s\n' "${t_save[@]}" | median)
@@ -133,3 +189,14 @@ echo "| cp -a + sync | $m_cps | | 1.00 | |"
 echo "| snapshot save | $m_save | $(ratio "$m_save" "$m_cp") | $(ratio "$m_save" "$m_cps") | ≤ 1.5× cp -a |"
 echo "| snapshot restore | $m_restore | $(ratio "$m_restore" "$m_cp") | $(ratio "$m_restore" "$m_cps") | ≤ 1.5× cp -a |"
 echo "| reset (fresh stack) | $m_reset | | | ≤ 500 ms |"
+med() { printf '%s\n' "$@" | median; }
+echo
+echo "Running stacks (the stack stays up; \"clients held\" is the supervisor's own measure, from"
+echo "closing the S3 gate to letting everything go; the probe is the longest NATS PING round trip"
+echo "a client saw during the save):"
+echo
+echo "| operation on a running stack | time (ms) | clients held (ms) |"
+echo "|---|---:|---:|"
+echo "| snapshot save | $(med "${t_rsave[@]}") | $(med "${p_rsave[@]}") (probe: $(med "${t_probe[@]}")) |"
+echo "| snapshot restore | $(med "${t_rrestore[@]}") | $(med "${p_rrestore[@]}") |"
+echo "| reset (fresh stack) | $(med "${t_rreset[@]}") | $(med "${p_rreset[@]}") |"

@@ -6,7 +6,11 @@ use std::time::Instant;
 use super::child::{ChildService, FREEZE_WITHIN};
 use crate::error::Result;
 use crate::output;
+use sha2::Digest;
+
+use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Control;
+use crate::snapshot::template::StackTemplate;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshots};
 use crate::supervisor::RunningChild;
@@ -22,6 +26,41 @@ pub fn is_fresh(settings: &Settings, snapshots: &Snapshots) -> bool {
                 .join(snapshot::part_path(service))
                 .exists()
     }) && !snapshots.dir(snapshot::INITIAL).exists()
+}
+
+/// The stack template of this stack's recipe (snapshot/template.rs): everything its first
+/// state depends on.
+pub fn template(settings: &Settings, postgres: &PostgresService) -> StackTemplate {
+    let nats = settings.nats_config();
+    let postgres_config = settings.postgres_config();
+    let mut scripts = Vec::new();
+    if let Some(dir) = &postgres_config.initdb_dir
+        && let Ok(entries) = fs_err::read_dir(dir)
+    {
+        for entry in entries.flatten() {
+            let bytes = fs_err::read(entry.path()).unwrap_or_default();
+            scripts.push(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                hex::encode(sha2::Sha256::digest(&bytes))
+            ));
+        }
+    }
+    scripts.sort();
+    let lines = vec![
+        format!("opsbox {}", env!("CARGO_PKG_VERSION")),
+        format!("postgres cluster template {}", postgres.template().dir.display()),
+        format!("database {}", postgres_config.database),
+        format!("initdb.d {}", scripts.join(", ")),
+        format!("nats-server {}", settings.nats.version),
+        format!(
+            "nats.conf {}",
+            hex::encode(sha2::Sha256::digest(nats.conf.text.as_bytes()))
+        ),
+        format!("stream {:?}", nats.stream),
+        format!("buckets {:?}", settings.s3_config().buckets),
+    ];
+    StackTemplate::new(&settings.cache_dir, &lines)
 }
 
 pub fn versions(settings: &Settings) -> snapshot::save::Versions {

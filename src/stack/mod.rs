@@ -31,6 +31,7 @@ use crate::services::nats::NatsService;
 use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Server;
 use crate::settings::Settings;
+use crate::snapshot::template::Provided;
 use crate::snapshot::{self, Snapshots};
 use crate::state::ServiceState;
 use crate::state::instances::PortSlot;
@@ -60,7 +61,7 @@ pub async fn run(
     if let Some(message) = snapshot::restore::recover(&snapshots)?.message() {
         output::warn(&message);
     }
-    let fresh = initial::is_fresh(settings, &snapshots);
+    let mut fresh = initial::is_fresh(settings, &snapshots);
     // What restores replaced is deleted meanwhile, without delaying the start.
     let leftovers = snapshots.clone();
     tokio::task::spawn_blocking(move || leftovers.clean_leftovers());
@@ -106,6 +107,39 @@ pub async fn run(
             &settings.state,
             install,
         )?));
+    }
+
+    // A new data dir whose recipe has a stack template starts from it (no init scripts, no
+    // copy of its first state); the first of a recipe keeps its first state as the template.
+    let template = children.iter().find_map(|child| match child {
+        ChildService::Postgres(postgres) if fresh => Some(initial::template(settings, postgres)),
+        _ => None,
+    });
+    if let Some(template) = &template {
+        let began_template = Instant::now();
+        match template.provide(&snapshots).await {
+            Ok(Provided::FromTemplate { created }) => {
+                fresh = false;
+                output::info(&format!(
+                    "opsbox: first state from the stack template {} (made {created}; init scripts, EVENTS and buckets as then), kept as snapshot '{}' ({} ms)",
+                    template.dir.display(),
+                    snapshot::INITIAL,
+                    began_template.elapsed().as_millis()
+                ));
+            }
+            Ok(Provided::Missing) => {}
+            Ok(Provided::Corrupt { reason }) => output::warn(&format!(
+                "opsbox: not using the stack template {} ({reason}); building the first state, which replaces it",
+                template.dir.display()
+            )),
+            Err(e) => {
+                output::warn(&format!(
+                    "opsbox: cannot start from the stack template {}: {e}; building the first state instead",
+                    template.dir.display()
+                ));
+                let _ = snapshots.remove(snapshot::INITIAL);
+            }
+        }
     }
 
     let run_file = RunFileHandle::new(
@@ -166,7 +200,26 @@ pub async fn run(
         Some(Ok((s3, running))) if fresh => {
             let control = s3.as_ref().map(S3Server::control);
             match initial::keep(settings, &snapshots, &running, control.as_ref()).await {
-                Ok(()) => (s3, running),
+                Ok(()) => {
+                    // Kept as the recipe's template meanwhile (hard links: milliseconds).
+                    if let Some(template) = template.clone() {
+                        let snapshots = snapshots.clone();
+                        tokio::spawn(async move {
+                            match template.keep(&snapshots).await {
+                                Ok(true) => output::info(&format!(
+                                    "opsbox: kept the first state as the stack template {}",
+                                    template.dir.display()
+                                )),
+                                Ok(false) => {}
+                                Err(e) => output::warn(&format!(
+                                    "opsbox: cannot keep the stack template {}: {e}; the next new data dir builds its first state again",
+                                    template.dir.display()
+                                )),
+                            }
+                        });
+                    }
+                    (s3, running)
+                }
                 Err(e) => {
                     if let Some(server) = s3 {
                         server.shutdown(Duration::from_secs(5)).await;
