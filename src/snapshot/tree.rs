@@ -17,7 +17,7 @@ pub struct Copy<'a> {
     /// Hard-link files instead of copying them.
     pub link: bool,
     /// Relative paths left out (a stale postmaster.pid, S3 temp files).
-    pub skip: &'a dyn Fn(&str) -> bool,
+    pub skip: &'a (dyn Fn(&str) -> bool + Sync),
     pub progress: &'a dyn Progress,
     /// Bring an earlier copy up to date instead of making a new one: a file is taken again
     /// unless the copy has its size and it was neither written nor renamed at or after this
@@ -34,6 +34,9 @@ pub fn never_saved(path: &str) -> bool {
 /// Copy `from` into `to` (which must not exist yet) and return its entries, sorted by path.
 pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
+    // Files are taken once every directory exists, by a few threads at once: creating a file
+    // costs the kernel more than copying its bytes, and it does that work on every core.
+    let mut files: Vec<FileJob> = Vec::new();
     // Modes of directories are set last, so that a read-only directory can still be filled.
     let mut dirs: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
     let root = fs_err::symlink_metadata(from).map_err(SnapshotError::io("read", from))?;
@@ -92,40 +95,18 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
                     target: Some(link.to_string_lossy().into_owned()),
                 });
             } else if kind.is_file() {
-                if let Some(cutoff) = how.since {
-                    if unchanged(&meta, &target, how.link, cutoff) {
-                        entries.push(Entry {
-                            path: rel_text,
-                            kind: EntryKind::File,
-                            mode,
-                            size: meta.len(),
-                            sha256: None,
-                            target: None,
-                        });
-                        continue;
-                    }
-                    remove_any(&target)?;
-                }
-                if how.link {
-                    fs_err::hard_link(&source, &target)
-                        .map_err(SnapshotError::io("link", &target))?;
-                } else {
-                    fs_err::copy(&source, &target).map_err(SnapshotError::io("copy", &source))?;
-                    set_owner(&target, &meta)?;
-                }
-                how.progress.advance(meta.len());
-                entries.push(Entry {
+                files.push(FileJob {
+                    source,
+                    target,
+                    meta,
                     path: rel_text,
-                    kind: EntryKind::File,
                     mode,
-                    size: meta.len(),
-                    sha256: None,
-                    target: None,
                 });
             }
             // Sockets and fifos are not data; none of the three services keeps one there.
         }
     }
+    entries.extend(take_files(files, how)?);
     for (dir, meta) in dirs.iter().rev() {
         set_owner(dir, meta)?;
         fs_err::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -133,6 +114,88 @@ pub fn copy_tree(from: &Path, to: &Path, how: &Copy<'_>) -> Result<Vec<Entry>> {
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(entries)
+}
+
+/// One file to take.
+struct FileJob {
+    source: PathBuf,
+    target: PathBuf,
+    meta: std::fs::Metadata,
+    path: String,
+    mode: u32,
+}
+
+/// How many threads take files at once.
+fn file_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
+/// Take every file (link, copy, or keep an unchanged copy), on a few threads; the first error
+/// stops the rest.
+fn take_files(files: Vec<FileJob>, how: &Copy<'_>) -> Result<Vec<Entry>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<Result<Vec<Entry>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..file_threads().min(files.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut entries = Vec::new();
+                    loop {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Ok(entries);
+                        }
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(job) = files.get(index) else {
+                            return Ok(entries);
+                        };
+                        match take_file(job, how) {
+                            Ok(entry) => entries.push(entry),
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("a file worker panicked"))
+            .collect()
+    });
+    let mut entries = Vec::with_capacity(files.len());
+    for result in results {
+        entries.extend(result?);
+    }
+    Ok(entries)
+}
+
+fn take_file(job: &FileJob, how: &Copy<'_>) -> Result<Entry> {
+    let entry = Entry {
+        path: job.path.clone(),
+        kind: EntryKind::File,
+        mode: job.mode,
+        size: job.meta.len(),
+        sha256: None,
+        target: None,
+    };
+    if let Some(cutoff) = how.since {
+        if unchanged(&job.meta, &job.target, how.link, cutoff) {
+            return Ok(entry);
+        }
+        remove_any(&job.target)?;
+    }
+    if how.link {
+        fs_err::hard_link(&job.source, &job.target)
+            .map_err(SnapshotError::io("link", &job.target))?;
+    } else {
+        fs_err::copy(&job.source, &job.target)
+            .map_err(SnapshotError::io("copy", &job.source))?;
+        set_owner(&job.target, &job.meta)?;
+    }
+    how.progress.advance(job.meta.len());
+    Ok(entry)
 }
 
 /// How far file times may lag the clock: the kernel stamps them from a coarse clock.
