@@ -17,6 +17,7 @@ pub mod archive;
 pub mod manifest;
 pub mod restore;
 pub mod save;
+pub mod spare;
 pub mod template;
 pub mod tree;
 

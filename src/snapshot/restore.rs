@@ -114,6 +114,16 @@ pub fn prepare(
     } else {
         services.to_vec()
     };
+    // All of a snapshot with a spare ready: claimed by one rename instead of copied.
+    if services.len() == ServiceName::ALL.len()
+        && let Some(claimed) = super::spare::claim(
+            snapshots,
+            &super::spare::of_snapshot(snapshots, name),
+            &snapshots.manifest_path(name),
+        )
+    {
+        return Ok(from_build(snapshots, name, manifest, &claimed));
+    }
     let staging_name = format!(
         ".restore-{}-{}",
         std::process::id(),
@@ -137,6 +147,31 @@ pub fn prepare(
             let _ = super::remove_tree(&staging);
             Err(e)
         }
+    }
+}
+
+/// A restore of every part of `manifest` whose build is the directory `built` (a claimed
+/// spare, complete and on disk).
+pub fn from_build(snapshots: &Snapshots, name: &str, manifest: Manifest, built: &Path) -> Prepared {
+    let parts = ServiceName::ALL
+        .into_iter()
+        .map(|service| JournalPart {
+            path: part_path(service).into(),
+            present: manifest.part(service).is_some(),
+        })
+        .collect();
+    Prepared {
+        snapshots: snapshots.clone(),
+        manifest,
+        journal: Journal {
+            snapshot: name.into(),
+            staging: built
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            parts,
+        },
+        journaled: false,
     }
 }
 

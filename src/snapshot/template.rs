@@ -82,7 +82,19 @@ impl StackTemplate {
         let created = manifest.created.clone();
         tokio::task::spawn_blocking(move || {
             template.link_into(&snapshots, &manifest)?;
-            super::restore::restore(&snapshots, INITIAL, &[], &NoProgress)
+            super::restore::recover(&snapshots)?;
+            // The template's spare, claimed by one rename, or a copy of the linked snapshot.
+            let prepared = match super::spare::claim(
+                &snapshots,
+                &template.spare(),
+                &snapshots.manifest_path(INITIAL),
+            ) {
+                Some(claimed) => {
+                    super::restore::from_build(&snapshots, INITIAL, manifest, &claimed)
+                }
+                None => super::restore::prepare(&snapshots, INITIAL, &[], &NoProgress)?,
+            };
+            prepared.swap()
         })
         .await
         .map_err(|e| SnapshotError::io("restore", &self.dir)(std::io::Error::other(e)))??;
@@ -155,6 +167,25 @@ impl StackTemplate {
             return Err(SnapshotError::io("name the snapshot", &target)(e));
         }
         super::sync_dir(&root)
+    }
+
+    /// Where the template's spare lives (spare.rs): the next new data dir claims it.
+    fn spare(&self) -> PathBuf {
+        self.dir.with_extension("spare")
+    }
+
+    /// Build the template's spare when it has none (in the background, after a start).
+    pub fn replenish(&self) -> Result<bool> {
+        if self.verified_manifest().is_err() {
+            return Ok(false);
+        }
+        let root = self.dir.parent().expect("a stack template has a parent");
+        let staging = root.join(format!(
+            ".staging-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        super::spare::build(&self.dir, &self.spare(), &staging)
     }
 
     /// Keep the data dir's `initial` snapshot as this recipe's template, unless one is there

@@ -190,8 +190,7 @@ fn take_file(job: &FileJob, how: &Copy<'_>) -> Result<Entry> {
         fs_err::hard_link(&job.source, &job.target)
             .map_err(SnapshotError::io("link", &job.target))?;
     } else {
-        fs_err::copy(&job.source, &job.target)
-            .map_err(SnapshotError::io("copy", &job.source))?;
+        fs_err::copy(&job.source, &job.target).map_err(SnapshotError::io("copy", &job.source))?;
         set_owner(&job.target, &job.meta)?;
     }
     how.progress.advance(job.meta.len());

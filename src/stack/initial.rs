@@ -10,8 +10,8 @@ use sha2::Digest;
 
 use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Control;
-use crate::snapshot::template::StackTemplate;
 use crate::settings::Settings;
+use crate::snapshot::template::StackTemplate;
 use crate::snapshot::{self, Snapshots};
 use crate::supervisor::RunningChild;
 use crate::types::ServiceName;
@@ -49,7 +49,10 @@ pub fn template(settings: &Settings, postgres: &PostgresService) -> StackTemplat
     scripts.sort();
     let lines = vec![
         format!("opsbox {}", env!("CARGO_PKG_VERSION")),
-        format!("postgres cluster template {}", postgres.template().dir.display()),
+        format!(
+            "postgres cluster template {}",
+            postgres.template().dir.display()
+        ),
         format!("database {}", postgres_config.database),
         format!("initdb.d {}", scripts.join(", ")),
         format!("nats-server {}", settings.nats.version),

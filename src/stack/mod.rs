@@ -206,10 +206,15 @@ pub async fn run(
                         let snapshots = snapshots.clone();
                         tokio::spawn(async move {
                             match template.keep(&snapshots).await {
-                                Ok(true) => output::info(&format!(
-                                    "opsbox: kept the first state as the stack template {}",
-                                    template.dir.display()
-                                )),
+                                Ok(true) => {
+                                    output::info(&format!(
+                                        "opsbox: kept the first state as the stack template {}",
+                                        template.dir.display()
+                                    ));
+                                    let _ =
+                                        tokio::task::spawn_blocking(move || template.replenish())
+                                            .await;
+                                }
                                 Ok(false) => {}
                                 Err(e) => output::warn(&format!(
                                     "opsbox: cannot keep the stack template {}: {e}; the next new data dir builds its first state again",
@@ -282,6 +287,28 @@ pub async fn run(
         "opsbox: all services ready in {} ms",
         began.elapsed().as_millis()
     ));
+    // Spares, built while nobody waits: the data dir's of `initial` (so `reset` is a rename)
+    // and the stack template's (so the next new data dir is one).
+    {
+        let snapshots = snapshots.clone();
+        let template = template.clone();
+        tokio::task::spawn_blocking(move || {
+            snapshots.clean_leftovers();
+            if let Err(e) = snapshot::spare::replenish(&snapshots, snapshot::INITIAL) {
+                output::warn(&format!(
+                    "opsbox: cannot prepare the spare for `reset`: {e}"
+                ));
+            }
+            if let Some(template) = template
+                && let Err(e) = template.replenish()
+            {
+                output::warn(&format!(
+                    "opsbox: cannot prepare the spare of the stack template {}: {e}",
+                    template.dir.display()
+                ));
+            }
+        });
+    }
     if !settings.quiet && !detached {
         output::info(&connect::summary(&run_file.snapshot(), settings));
         output::info("press Ctrl-C to stop (twice to force)");

@@ -19,5 +19,6 @@ mod s3_clients;
 mod s3_endpoint;
 mod s3_stack;
 mod snapshots;
+mod stack_template;
 mod support;
 mod up_errors;

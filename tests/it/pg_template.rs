@@ -12,7 +12,7 @@ use crate::support::stack::Opsbox;
 use crate::support::{project_copy, shared_cache, temp_dir as open_temp_dir};
 
 /// A cache directory with no templates, sharing the test binaries.
-fn cache_without_templates() -> tempfile::TempDir {
+pub(crate) fn cache_without_templates() -> tempfile::TempDir {
     let cache = open_temp_dir();
     let binaries = shared_cache().join("postgresql");
     std::fs::create_dir_all(&binaries).unwrap();
@@ -22,7 +22,7 @@ fn cache_without_templates() -> tempfile::TempDir {
 
 /// A project whose compose file sets this PostgreSQL password and whose initdb.d counts its
 /// runs in a table.
-fn project_with_password(password: &str) -> tempfile::TempDir {
+pub(crate) fn project_with_password(password: &str) -> tempfile::TempDir {
     let project = project_copy();
     let compose = project.path().join("ops/docker-compose.yml");
     let text = std::fs::read_to_string(&compose).unwrap();
@@ -43,7 +43,7 @@ fn project_with_password(password: &str) -> tempfile::TempDir {
     project
 }
 
-fn instance(project: &Path, cache: &Path) -> Opsbox {
+pub(crate) fn instance(project: &Path, cache: &Path) -> Opsbox {
     let mut opsbox = Opsbox::with_project(project.to_path_buf());
     opsbox.cache_dir = cache.to_path_buf();
     opsbox
@@ -62,7 +62,7 @@ fn copied(progress: &str) -> bool {
     progress.contains("postgres: cluster copied from the template")
 }
 
-async fn connect(opsbox: &Opsbox, password: &str) -> tokio_postgres::Client {
+pub(crate) async fn connect(opsbox: &Opsbox, password: &str) -> tokio_postgres::Client {
     let (client, connection) = opsbox
         .postgres_config(password)
         .connect(tokio_postgres::NoTls)
@@ -73,7 +73,7 @@ async fn connect(opsbox: &Opsbox, password: &str) -> tokio_postgres::Client {
 }
 
 /// The cluster's identifier, chosen at random by initdb: equal only for copies of one cluster.
-async fn system_identifier(client: &tokio_postgres::Client) -> i64 {
+pub(crate) async fn system_identifier(client: &tokio_postgres::Client) -> i64 {
     client
         .query_one("SELECT system_identifier FROM pg_control_system()", &[])
         .await

@@ -351,7 +351,11 @@ fn assert_no_restore_left(opsbox: &Opsbox) {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with(".restore") || name == ".previous")
         .collect();
-    assert!(left.is_empty(), "left behind in {}: {left:?}", root.display());
+    assert!(
+        left.is_empty(),
+        "left behind in {}: {left:?}",
+        root.display()
+    );
 }
 
 /// Run `snapshot restore s1` with the test hook pausing it at `step`, and SIGKILL it there.
