@@ -287,7 +287,7 @@ impl Snapshots {
 
 /// Whether `name` is `<prefix><pid>-...` of a process that is gone (or a zombie: it was
 /// killed and its parent has not reaped it yet).
-fn dead_owner(name: &str, prefix: &str) -> bool {
+pub(crate) fn dead_owner(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix)
         .and_then(|rest| rest.split('-').next())
         .and_then(|pid| pid.parse::<i32>().ok())

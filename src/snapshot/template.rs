@@ -180,6 +180,14 @@ impl StackTemplate {
             return Ok(false);
         }
         let root = self.dir.parent().expect("a stack template has a parent");
+        // What builders that were killed left.
+        if let Ok(entries) = fs_err::read_dir(root) {
+            for entry in entries.flatten() {
+                if super::dead_owner(&entry.file_name().to_string_lossy(), ".staging-") {
+                    let _ = super::remove_tree(&entry.path());
+                }
+            }
+        }
         let staging = root.join(format!(
             ".staging-{}-{}",
             std::process::id(),

@@ -119,3 +119,32 @@ pub async fn keep(
     ));
     Ok(())
 }
+
+/// Keep the first state as the stack template (when this data dir built it: `first`), then
+/// build the template's spare for the next new data dir.
+pub async fn tend_template(template: StackTemplate, snapshots: Snapshots, first: bool) {
+    if first {
+        match template.keep(&snapshots).await {
+            Ok(true) => output::info(&format!(
+                "opsbox: kept the first state as the stack template {}",
+                template.dir.display()
+            )),
+            Ok(false) => {}
+            Err(e) => {
+                output::warn(&format!(
+                    "opsbox: cannot keep the stack template {}: {e}; the next new data dir builds its first state again",
+                    template.dir.display()
+                ));
+                return;
+            }
+        }
+    }
+    let dir = template.dir.clone();
+    match tokio::task::spawn_blocking(move || template.replenish()).await {
+        Ok(Err(e)) => output::warn(&format!(
+            "opsbox: cannot prepare the spare of the stack template {}: {e}",
+            dir.display()
+        )),
+        Ok(Ok(_)) | Err(_) => {}
+    }
+}

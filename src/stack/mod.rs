@@ -200,31 +200,7 @@ pub async fn run(
         Some(Ok((s3, running))) if fresh => {
             let control = s3.as_ref().map(S3Server::control);
             match initial::keep(settings, &snapshots, &running, control.as_ref()).await {
-                Ok(()) => {
-                    // Kept as the recipe's template meanwhile (hard links: milliseconds).
-                    if let Some(template) = template.clone() {
-                        let snapshots = snapshots.clone();
-                        tokio::spawn(async move {
-                            match template.keep(&snapshots).await {
-                                Ok(true) => {
-                                    output::info(&format!(
-                                        "opsbox: kept the first state as the stack template {}",
-                                        template.dir.display()
-                                    ));
-                                    let _ =
-                                        tokio::task::spawn_blocking(move || template.replenish())
-                                            .await;
-                                }
-                                Ok(false) => {}
-                                Err(e) => output::warn(&format!(
-                                    "opsbox: cannot keep the stack template {}: {e}; the next new data dir builds its first state again",
-                                    template.dir.display()
-                                )),
-                            }
-                        });
-                    }
-                    (s3, running)
-                }
+                Ok(()) => (s3, running),
                 Err(e) => {
                     if let Some(server) = s3 {
                         server.shutdown(Duration::from_secs(5)).await;
@@ -287,24 +263,19 @@ pub async fn run(
         "opsbox: all services ready in {} ms",
         began.elapsed().as_millis()
     ));
-    // Spares, built while nobody waits: the data dir's of `initial` (so `reset` is a rename)
-    // and the stack template's (so the next new data dir is one).
+    // Spares, built while nobody waits: the stack template's first (kept first, when this is
+    // the recipe's first data dir; the next new data dir is then a rename; a stop waits for
+    // it), then the data dir's of `initial` (so `reset` is one).
+    let template_work = template
+        .clone()
+        .map(|template| tokio::spawn(initial::tend_template(template, snapshots.clone(), fresh)));
     {
         let snapshots = snapshots.clone();
-        let template = template.clone();
         tokio::task::spawn_blocking(move || {
             snapshots.clean_leftovers();
             if let Err(e) = snapshot::spare::replenish(&snapshots, snapshot::INITIAL) {
                 output::warn(&format!(
                     "opsbox: cannot prepare the spare for `reset`: {e}"
-                ));
-            }
-            if let Some(template) = template
-                && let Err(e) = template.replenish()
-            {
-                output::warn(&format!(
-                    "opsbox: cannot prepare the spare of the stack template {}: {e}",
-                    template.dir.display()
                 ));
             }
         });
@@ -352,6 +323,12 @@ pub async fn run(
         }
     }
     output::info("opsbox: stopping");
+    if let Some(task) = template_work
+        && !task.is_finished()
+    {
+        output::info("opsbox: finishing the stack template's spare first");
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     if let Some(task) = control_task {
         task.abort();
     }
