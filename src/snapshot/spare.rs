@@ -20,6 +20,14 @@ use super::tree::{self, Copy};
 use super::{NoProgress, Result, SnapshotError, Snapshots, links_files};
 
 const SPARE_OF: &str = ".spare-of";
+/// A spare is only built when the file system keeps at least this much free beside it.
+const KEEP_FREE: u64 = 1 << 30;
+
+/// Free bytes for an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
 
 /// The identity of the snapshot (or template) whose manifest is at `manifest_path`.
 fn identity(manifest_path: &Path) -> Result<String> {
@@ -28,8 +36,9 @@ fn identity(manifest_path: &Path) -> Result<String> {
 }
 
 /// Build a spare of the snapshot whose `manifest.json` and `data/` are in `snapshot_dir`, at
-/// `spare` (unless one is there already), working under `staging` (a name the cleanup of dead
-/// processes' leftovers covers). Returns whether one was built.
+/// `spare` (unless one is there already, or the file system would keep less than 1 GiB free),
+/// working under `staging` (a name the cleanup of dead processes' leftovers covers). Returns
+/// whether one was built.
 pub fn build(snapshot_dir: &Path, spare: &Path, staging: &Path) -> Result<bool> {
     if spare.exists() {
         return Ok(false);
@@ -39,6 +48,12 @@ pub fn build(snapshot_dir: &Path, spare: &Path, staging: &Path) -> Result<bool> 
         name: snapshot_dir.display().to_string(),
         reason,
     })?;
+    // A spare is a convenience: it never takes space the services may need.
+    let bytes: u64 = manifest.parts.iter().map(|part| part.bytes).sum();
+    let parent = spare.parent().unwrap_or(spare);
+    if free_bytes(parent).is_some_and(|free| free < bytes.saturating_add(KEEP_FREE)) {
+        return Ok(false);
+    }
     let of = identity(&manifest_path)?;
     let built = (|| {
         fs_err::create_dir_all(staging).map_err(SnapshotError::io("create", staging))?;

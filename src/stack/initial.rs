@@ -140,11 +140,10 @@ pub async fn tend_template(template: StackTemplate, snapshots: Snapshots, first:
         }
     }
     let dir = template.dir.clone();
-    match tokio::task::spawn_blocking(move || template.replenish()).await {
-        Ok(Err(e)) => output::warn(&format!(
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || template.replenish()).await {
+        output::warn(&format!(
             "opsbox: cannot prepare the spare of the stack template {}: {e}",
             dir.display()
-        )),
-        Ok(Ok(_)) | Err(_) => {}
+        ));
     }
 }
