@@ -278,7 +278,7 @@ fn adopt_s3_inodes(manifest: &mut Manifest, staging: &Path) -> Result<()> {
         let relative = relative.to_string_lossy();
         if let Some(entry) = part.entries.iter_mut().find(|e| e.path == relative) {
             let path = root.join(&entry.path);
-            entry.sha256 = Some(super::tree::sha256_file(&path)?);
+            entry.sha256 = Some(super::tree::sha256_file(&path, &super::NoProgress)?);
             let size = fs_err::metadata(&path)
                 .map_err(SnapshotError::io("read", &path))?
                 .len();

@@ -210,9 +210,10 @@ impl Copied {
         for part in &mut parts {
             for entry in &mut part.entries {
                 if entry.kind == super::EntryKind::File {
-                    entry.sha256 =
-                        Some(tree::sha256_file(&data.join(&part.path).join(&entry.path))?);
-                    progress.advance(entry.size);
+                    entry.sha256 = Some(tree::sha256_file(
+                        &data.join(&part.path).join(&entry.path),
+                        progress,
+                    )?);
                 }
             }
         }

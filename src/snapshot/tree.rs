@@ -305,7 +305,8 @@ pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
     Ok(())
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
+/// The sha256 of a file, `progress` advanced as it is read (a large file moves the bar too).
+pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String> {
     let mut file = fs_err::File::open(path).map_err(SnapshotError::io("read", path))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1024 * 1024];
@@ -317,6 +318,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
             break;
         }
         hasher.update(&buffer[..n]);
+        progress.advance(n as u64);
     }
     Ok(hex::encode(hasher.finalize()))
 }

@@ -326,9 +326,12 @@ async fn hold(
     }
     drop(closed);
     let paused = began.elapsed().as_millis() as u64;
-    // A reset used the spare of `initial`: the next one gets a new spare meanwhile.
+    // What the swap replaced is deleted, and a reset's spare of `initial` replaced, meanwhile.
     let snapshots = control.snapshots.clone();
-    tokio::task::spawn_blocking(move || snapshot::spare::replenish(&snapshots, snapshot::INITIAL));
+    tokio::task::spawn_blocking(move || {
+        snapshots.clean_leftovers();
+        snapshot::spare::replenish(&snapshots, snapshot::INITIAL)
+    });
     if errors.is_empty() {
         output::info(&format!("opsbox: stack running again after {paused} ms"));
         Some(Reply {
