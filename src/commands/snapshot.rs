@@ -32,6 +32,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<ExitCode> {
             }
             // Copied while the stack runs on, then brought up to date while it holds still
             // (only what changed meanwhile is taken again); hashing reads the copy after.
+            Access::checkpoint_if_running(&settings);
             let mut copied = blocking(|s| save::copy(&s, name, &progress), &snapshots)?;
             let access = Access::take(&settings, "save a snapshot", Request::Freeze)?;
             let caught_up = blocking(|_| copied.catch_up(&NoProgress), &snapshots);
@@ -184,6 +185,18 @@ impl Access {
                 Ok(Access::Running(client, end))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// On a running stack, have PostgreSQL write its dirty pages before a save copies it (a
+    /// restored copy then starts without replaying much WAL). Best effort: a stopped stack,
+    /// or one that cannot, is saved all the same.
+    pub fn checkpoint_if_running(settings: &Settings) {
+        if StateLock::is_held(&settings.state)
+            && let Ok(mut client) = ControlClient::connect(&settings.state)
+            && let Err(e) = client.request(Request::Checkpoint)
+        {
+            output::warn(&format!("no CHECKPOINT before the copy: {e}"));
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::child::{ChildControl, MAX_FREEZE, READY_TIMEOUT};
 use crate::output;
 use crate::services::nats::NatsService;
+use crate::services::postgres::PostgresService;
 use crate::services::s3::S3Control;
 use crate::snapshot::{self, Snapshots};
 use crate::state::StateDir;
@@ -36,6 +37,8 @@ pub struct Control {
     pub children: Vec<(ServiceName, mpsc::Sender<ChildControl>)>,
     /// The nats-server the stack runs (its store tells whether it has consumers).
     pub nats: Option<NatsService>,
+    /// The PostgreSQL it runs (for CHECKPOINT).
+    pub postgres: Option<PostgresService>,
     pub s3: Option<S3Control>,
     pub snapshots: Snapshots,
     /// One freeze or hold at a time.
@@ -81,9 +84,9 @@ pub async fn serve(listener: tokio::net::UnixListener, control: Arc<Control>) {
 
 async fn session(stream: UnixStream, control: Arc<Control>) {
     let me = nix::unistd::geteuid().as_raw();
-    let allowed = stream
-        .peer_cred()
-        .is_ok_and(|cred| cred.uid() == me || cred.uid() == 0);
+    let credentials = stream.peer_cred().ok();
+    let allowed = credentials.is_some_and(|cred| cred.uid() == me || cred.uid() == 0);
+    let peer = credentials.and_then(|cred| cred.pid());
     let (read, mut write) = stream.into_split();
     if !allowed {
         answer(
@@ -102,8 +105,21 @@ async fn session(stream: UnixStream, control: Arc<Control>) {
             }
             Ok(Request::Hold) => {
                 let _one = control.busy.lock().await;
-                hold(&control, &mut lines, &mut write).await
+                hold(&control, &mut lines, &mut write, peer).await
             }
+            Ok(Request::Checkpoint) => Some(match &control.postgres {
+                Some(postgres) => match postgres.checkpoint().await {
+                    Ok(()) => Reply {
+                        ok: true,
+                        ..Reply::default()
+                    },
+                    Err(e) => Reply::failed(e.to_string()),
+                },
+                None => Reply {
+                    ok: true,
+                    ..Reply::default()
+                },
+            }),
             Ok(request @ (Request::Thaw | Request::Release)) => Some(Reply::failed(format!(
                 "nothing to end: {request:?} only follows a freeze or a hold on the same connection"
             ))),
@@ -123,8 +139,24 @@ async fn answer(write: &mut OwnedWriteHalf, reply: &Reply) {
 
 /// Wait for the client's next line (the end of its freeze or hold), or for it to go away, or
 /// for the longest a hold may last.
-async fn wait_for_end(lines: &mut tokio::io::Lines<BufReader<OwnedReadHalf>>) {
-    let _ = tokio::time::timeout(MAX_FREEZE, lines.next_line()).await;
+async fn wait_for_end(lines: &mut tokio::io::Lines<BufReader<OwnedReadHalf>>) -> bool {
+    matches!(
+        tokio::time::timeout(MAX_FREEZE, lines.next_line()).await,
+        Ok(Ok(Some(_)))
+    )
+}
+
+/// After a client went away: wait (a few seconds at most) until its process is gone, since
+/// a killed process closes its socket before it has died, and what it built is only
+/// abandoned once it has.
+async fn wait_gone(pid: Option<i32>) {
+    let Some(pid) = pid else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while crate::types::ProcessIdentity::of(pid).is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Close the S3 gate (to writes, or to everything), waiting for the requests inside.
@@ -229,7 +261,7 @@ async fn freeze(
         },
     )
     .await;
-    wait_for_end(lines).await;
+    let _ = wait_for_end(lines).await;
     drop(thaws);
     drop(closed);
     let paused = began.elapsed().as_millis() as u64;
@@ -245,6 +277,7 @@ async fn hold(
     control: &Control,
     lines: &mut tokio::io::Lines<BufReader<OwnedReadHalf>>,
     write: &mut OwnedWriteHalf,
+    peer: Option<i32>,
 ) -> Option<Reply> {
     let began = Instant::now();
     let closed = match close_gate(control, false).await {
@@ -298,7 +331,9 @@ async fn hold(
             },
         )
         .await;
-        wait_for_end(lines).await;
+        if !wait_for_end(lines).await {
+            wait_gone(peer).await;
+        }
     }
     // Whatever the client did: a swap it left half done is finished (or discarded) before
     // any service reads the data.

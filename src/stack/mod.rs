@@ -287,11 +287,13 @@ pub async fn run(
 
     let mut controls = Vec::new();
     let mut nats = None;
+    let mut postgres = None;
     let watchers: Vec<_> = running
         .into_iter()
         .map(|(service, child)| {
-            if let ChildService::Nats(service) = &service {
-                nats = Some(service.clone());
+            match &service {
+                ChildService::Nats(service) => nats = Some(service.clone()),
+                ChildService::Postgres(service) => postgres = Some(service.clone()),
             }
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
             controls.push((service.name(), sender));
@@ -311,6 +313,7 @@ pub async fn run(
             Arc::new(control::Control {
                 children: controls,
                 nats,
+                postgres,
                 s3: s3.as_ref().map(S3Server::control),
                 snapshots: snapshots.clone(),
                 busy: tokio::sync::Mutex::new(()),

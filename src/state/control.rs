@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! client                          supervisor (stack/control.rs)
+//! {"op":"checkpoint"}      ->     PostgreSQL's CHECKPOINT (before a save copies)
+//!                          <-     {"ok":true}
 //! {"op":"freeze"}          ->     S3 closed to writes, nats-server and PostgreSQL frozen
 //!                          <-     {"ok":true,"services":[...]}
 //! ...copies the data dir...
@@ -33,6 +35,9 @@ use crate::types::ServiceName;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
+    /// Write PostgreSQL's dirty pages now (before a save copies it: the restored copy then
+    /// replays little WAL at its first start).
+    Checkpoint,
     /// Hold still for a save: S3 writes held, nats-server and PostgreSQL frozen.
     Freeze,
     /// End a freeze.
