@@ -344,7 +344,7 @@ fn prune(root: &Path, kept: &Path) {
             (used, path)
         })
         .collect();
-    templates.sort_by(|a, b| b.0.cmp(&a.0));
+    templates.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
     for (_, dir) in templates.into_iter().skip(KEEP_TEMPLATES - 1) {
         let lock_path = dir.with_extension("lock");
         let Ok(lock) = fs_err::OpenOptions::new()
