@@ -137,6 +137,28 @@ async fn answer(write: &mut OwnedWriteHalf, reply: &Reply) {
     let _ = write.write_all(line.as_bytes()).await;
 }
 
+/// Tell the client the stack is held: the services named (S3 too when it runs).
+async fn answer_held(
+    control: &Control,
+    write: &mut OwnedWriteHalf,
+    mut services: Vec<ServiceName>,
+    what: &str,
+) {
+    if control.s3.is_some() {
+        services.push(ServiceName::S3);
+    }
+    output::info(what);
+    answer(
+        write,
+        &Reply {
+            ok: true,
+            services,
+            ..Reply::default()
+        },
+    )
+    .await;
+}
+
 /// Wait for the client's next line (the end of its freeze or hold), or for it to go away, or
 /// for the longest a hold may last.
 async fn wait_for_end(lines: &mut tokio::io::Lines<BufReader<OwnedReadHalf>>) -> bool {
@@ -245,22 +267,11 @@ async fn freeze(
             errors.join("; ")
         )));
     }
-    if control.s3.is_some() {
-        services.push(ServiceName::S3);
-    }
-    output::info(&format!(
+    let held = format!(
         "opsbox: stack held still for a snapshot ({} ms to freeze)",
         began.elapsed().as_millis()
-    ));
-    answer(
-        write,
-        &Reply {
-            ok: true,
-            services,
-            ..Reply::default()
-        },
-    )
-    .await;
+    );
+    answer_held(control, write, services, &held).await;
     let _ = wait_for_end(lines).await;
     drop(thaws);
     drop(closed);
@@ -315,22 +326,11 @@ async fn hold(
         errors.push(e);
     }
     if errors.is_empty() {
-        if control.s3.is_some() {
-            services.push(ServiceName::S3);
-        }
-        output::info(&format!(
+        let held = format!(
             "opsbox: stack stopped for a restore ({} ms)",
             began.elapsed().as_millis()
-        ));
-        answer(
-            write,
-            &Reply {
-                ok: true,
-                services,
-                ..Reply::default()
-            },
-        )
-        .await;
+        );
+        answer_held(control, write, services, &held).await;
         if !wait_for_end(lines).await {
             wait_gone(peer).await;
         }
