@@ -151,12 +151,7 @@ pub fn import(
     manifest.name = name.clone();
     let path = staging.join(manifest::FILE);
     fs_err::write(&path, manifest.to_json()).map_err(SnapshotError::io("write", &path))?;
-    super::sync_file_system(&staging)?;
-    if let Err(e) = fs_err::rename(&staging, &final_dir) {
-        let _ = super::remove_tree(&staging);
-        return Err(SnapshotError::io("name the snapshot", &final_dir)(e));
-    }
-    super::sync_dir(&root)?;
+    super::name_staging(&staging, &final_dir)?;
     Ok(manifest)
 }
 

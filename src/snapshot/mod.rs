@@ -327,6 +327,21 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
+/// Give a complete staging directory its name: flush the file system, rename it to `target`
+/// (removing it if that fails), and make the rename durable. The one way a save, an import or
+/// a template gets its name, so none is ever seen half built under it.
+pub(crate) fn name_staging(staging: &Path, target: &Path) -> Result<()> {
+    sync_file_system(staging)?;
+    if let Err(e) = fs_err::rename(staging, target) {
+        let _ = remove_tree(staging);
+        return Err(SnapshotError::io("name the snapshot", target)(e));
+    }
+    match target.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// fsync a directory, so that renames and creations inside it survive a power cut.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs_err::File::open(dir)

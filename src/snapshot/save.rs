@@ -191,14 +191,7 @@ impl Copied {
                 return Err(e);
             }
         };
-        let root = self.snapshots.root();
-        let target = self.snapshots.dir(&self.name);
-        super::sync_file_system(&staging)?;
-        if let Err(e) = fs_err::rename(&staging, &target) {
-            let _ = super::remove_tree(&staging);
-            return Err(SnapshotError::io("name the snapshot", &target)(e));
-        }
-        super::sync_dir(&root)?;
+        super::name_staging(&staging, &self.snapshots.dir(&self.name))?;
         Ok(manifest)
     }
 

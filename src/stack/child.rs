@@ -366,9 +366,8 @@ pub async fn watch_child(
                         record.restart_reason = None;
                     });
                     let attempt = Instant::now();
-                    let started = tokio::select! {
-                        result = service.start(READY_TIMEOUT) => result,
-                        _ = stop.changed() => return,
+                    let Some(started) = start_unless_stopped(&service, &mut stop).await else {
+                        return;
                     };
                     match started {
                         Ok(new_child) => {
@@ -427,9 +426,8 @@ pub async fn watch_child(
             }
             run_file.update(name, |record| record.next_start_at_ms = None);
             let attempt = Instant::now();
-            let restarted = tokio::select! {
-                result = service.start(READY_TIMEOUT) => result,
-                _ = stop.changed() => return,
+            let Some(restarted) = start_unless_stopped(&service, &mut stop).await else {
+                return;
             };
             match restarted {
                 Ok(new_child) => {
@@ -447,6 +445,17 @@ pub async fn watch_child(
                 }
             }
         }
+    }
+}
+
+/// Start `service` again, unless a stop is asked for first (`None`).
+async fn start_unless_stopped(
+    service: &ChildService,
+    stop: &mut watch::Receiver<StopRequest>,
+) -> Option<std::result::Result<RunningChild, StartFailure>> {
+    tokio::select! {
+        result = service.start(READY_TIMEOUT) => Some(result),
+        _ = stop.changed() => None,
     }
 }
 

@@ -62,9 +62,6 @@ pub async fn run(
         output::warn(&message);
     }
     let mut fresh = initial::is_fresh(settings, &snapshots);
-    // What restores replaced is deleted meanwhile, without delaying the start.
-    let leftovers = snapshots.clone();
-    tokio::task::spawn_blocking(move || leftovers.clean_leftovers());
     let fetcher = Fetcher {
         cache_dir: settings.cache_dir.clone(),
         offline: settings.offline,
@@ -272,6 +269,7 @@ pub async fn run(
     {
         let snapshots = snapshots.clone();
         tokio::task::spawn_blocking(move || {
+            // What restores replaced, and what dead processes left half built.
             snapshots.clean_leftovers();
             if let Err(e) = snapshot::spare::replenish(&snapshots, snapshot::INITIAL) {
                 output::warn(&format!(

@@ -327,18 +327,22 @@ async fn killed_restore_leaves_the_old_or_the_new_state() {
         );
         kill_restore_at(&opsbox, step);
         up(&opsbox);
-        let state = observe(&opsbox).await;
-        let expected = if finished { &first } else { &second };
-        assert_eq!(
-            &state,
-            expected,
-            "after a SIGKILL at step {step} the stack is not in the {} state",
-            if finished { "restored" } else { "previous" }
-        );
+        assert_old_or_new(&observe(&opsbox).await, step, finished, &first, &second);
         down(&opsbox);
-        assert!(!opsbox.data_dir.join("snapshots/restore.journal").exists());
         assert_no_restore_left(&opsbox);
     }
+}
+
+/// After a SIGKILL of `snapshot restore s1` at `step`: the restored state (s1) once the swap
+/// was promised (`finished`), the previous one (s2) before.
+fn assert_old_or_new(state: &State, step: &str, finished: bool, first: &State, second: &State) {
+    let expected = if finished { first } else { second };
+    assert_eq!(
+        state,
+        expected,
+        "after a SIGKILL at step {step} the stack is not in the {} state",
+        if finished { "restored" } else { "previous" }
+    );
 }
 
 /// No restore's journal, build or replaced state is left in the snapshots directory.
@@ -429,14 +433,7 @@ async fn killed_restore_of_a_running_stack_leaves_it_running_old_or_new() {
         );
         kill_restore_at(&opsbox, step);
         wait_all_ready(&opsbox, Duration::from_secs(60));
-        let state = observe(&opsbox).await;
-        let expected = if finished { &first } else { &second };
-        assert_eq!(
-            &state,
-            expected,
-            "after a SIGKILL at step {step} the running stack is not in the {} state",
-            if finished { "restored" } else { "previous" }
-        );
+        assert_old_or_new(&observe(&opsbox).await, step, finished, &first, &second);
         if finished {
             // The supervisor finished the swap: nothing of it is left. (What a restore killed
             // before the hold built is removed by the next restore or `up`.)
