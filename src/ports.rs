@@ -45,7 +45,8 @@ pub enum PortError {
         port: u16,
         /// " by opsbox instance `NAME` (dir DIR)" or " (by pid N: command)" when known.
         held_by: String,
-        /// The name of the opsbox instance holding it, when it is one.
+        /// How to name the opsbox instance holding it, when it is one (`-p NAME`, or
+        /// `--data-dir DIR` for one whose data dir is outside the data root).
         instance: Option<String>,
     },
     #[error("cannot listen on {address} for {slot}", slot = slot.as_str())]
@@ -67,10 +68,10 @@ impl PortError {
             PortError::InUse {
                 slot,
                 port,
-                instance: Some(name),
+                instance: Some(selector),
                 ..
             } => Some(format!(
-                "stop it with `opsbox -p {name} down`, or start this one with `--ports auto` (free ports, kept across restarts) or `{} <free port>` instead of {port}",
+                "stop it with `opsbox {selector} down`, or start this one with `--ports auto` (free ports, kept across restarts) or `{} <free port>` instead of {port}",
                 slot.flag()
             )),
             PortError::InUse { slot, port, .. } => Some(format!(
@@ -168,6 +169,7 @@ pub fn allocate(
     }
     record.ports = allocation.ports.clone();
     record.write(state)?;
+    register(root, state);
     Ok(allocation)
 }
 
@@ -190,7 +192,17 @@ pub fn record(root: &Path, state: &StateDir, record: InstanceRecord) -> Result<(
         Err(e) => return Err(e),
     };
     record.write(state)?;
+    if _lock.is_some() {
+        register(root, state);
+    }
     Ok(())
+}
+
+/// List a data dir outside the root under it (`instances::register`). Only `ls`, `down --all`
+/// and other instances' port choices miss an instance that cannot be listed, so a root this
+/// user cannot write does not stop a start.
+fn register(root: &Path, state: &StateDir) {
+    let _ = instances::register(root, state);
 }
 
 /// A new free port for `slot` after its server found the old one taken: chosen and recorded
@@ -303,16 +315,22 @@ pub fn in_use(error: PortError, root: &Path, state: &StateDir) -> PortError {
     }
 }
 
-/// " by opsbox instance `NAME` (dir DIR)" or " (by pid N: command)", and the instance's name.
+/// " by opsbox instance `NAME` (dir DIR)" or " (by pid N: command)", and how to name the
+/// instance on the command line.
 pub fn describe_holder(root: &Path, state: &StateDir, port: u16) -> (String, Option<String>) {
     if let Some(holder) = instances::holder_of(root, port, &state.root) {
+        let selector = if holder.state.root.parent() == Some(root) {
+            format!("-p {}", holder.name)
+        } else {
+            format!("--data-dir {}", holder.state.root.display())
+        };
         return (
             format!(
                 ": it is held by opsbox instance `{}` (dir {})",
                 holder.name,
                 holder.state.root.display()
             ),
-            Some(holder.name),
+            Some(selector),
         );
     }
     let owner = crate::supervisor::process::port_owner(port)

@@ -1,4 +1,5 @@
-//! `opsbox ls`: every instance of this user on this host (the directories under the data root),
+//! `opsbox ls`: every instance of this user on this host (the directories under the data root
+//! and the data dirs elsewhere registered there),
 //! running or stopped with data: name, state, project, ports, data dir, disk use, start time.
 
 use std::path::PathBuf;

@@ -31,6 +31,8 @@ const CLUSTER: &str = "cluster";
 const MANIFEST: &str = "manifest";
 const RECIPE: &str = "recipe";
 const RECORD: &str = ".opsbox-verified";
+/// How many cluster templates the cache keeps (the most recently used).
+const KEEP_TEMPLATES: usize = 4;
 
 /// Everything the result of initdb depends on.
 #[derive(Debug, Clone)]
@@ -181,6 +183,7 @@ impl ClusterTemplate {
             }
         };
         if let Copy::Done = self.copy_into(target)? {
+            crate::state::prune::touch(&self.dir, RECORD);
             return Ok(Provided::Copied);
         }
         clear_dir(target)?;
@@ -195,6 +198,7 @@ impl ClusterTemplate {
         };
         clear_dir(target)?;
         self.build(build).await?;
+        self.prune();
         match self.copy_into(target)? {
             Copy::Done => Ok(provided),
             Copy::Missing => Err(TemplateError::Unusable {
@@ -350,6 +354,17 @@ impl ClusterTemplate {
             return Err(io("move the new template to", &self.dir)(error).into());
         }
         Ok(())
+    }
+
+    /// Remove the templates of other recipes beyond the [`KEEP_TEMPLATES`] most recently used
+    /// (a changed password or PostgreSQL version makes a new one each time).
+    fn prune(&self) {
+        crate::state::prune::Cache {
+            root: self.root(),
+            used_marker: RECORD,
+            companions: &[],
+        }
+        .prune(&self.dir, KEEP_TEMPLATES);
     }
 
     fn give_to_owner(&self, path: &Path) -> Result<(), TemplateError> {

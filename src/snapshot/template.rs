@@ -98,7 +98,7 @@ impl StackTemplate {
         })
         .await
         .map_err(|e| SnapshotError::io("restore", &self.dir)(std::io::Error::other(e)))??;
-        self.touch();
+        crate::state::prune::touch(&self.dir, RECORD);
         Ok(Provided::FromTemplate { created })
     }
 
@@ -225,16 +225,6 @@ impl StackTemplate {
         Ok(true)
     }
 
-    /// Note that the template was used (the pruning keeps the most recently used ones).
-    fn touch(&self) {
-        if let Ok(file) = fs_err::OpenOptions::new()
-            .write(true)
-            .open(self.dir.join(RECORD))
-        {
-            let _ = file.file().set_modified(std::time::SystemTime::now());
-        }
-    }
-
     fn build(&self, snapshots: &Snapshots, root: &Path) -> Result<()> {
         let source = snapshots.dir(INITIAL);
         let manifest_bytes = fs_err::read(source.join(manifest::FILE))
@@ -316,104 +306,15 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<Vec<super::Entry>> {
 }
 
 /// How many stack templates (each with its spare) the cache keeps: every edit of an init
-/// script makes a new recipe, and the old ones would pile up.
+/// script makes a new recipe, and the old ones would pile up. Data dirs started from a removed
+/// template keep their `initial` (hard links hold the data).
 const KEEP_TEMPLATES: usize = 4;
 
-/// Remove the stack templates in `root` beyond the [`KEEP_TEMPLATES`] most recently used
-/// (never `kept`, never one another process is using: its lock is tried, not waited for).
-/// Data dirs started from a removed template keep their `initial` (hard links hold the data).
 fn prune(root: &Path, kept: &Path) {
-    let Ok(entries) = fs_err::read_dir(root) else {
-        return;
-    };
-    let mut templates: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.is_dir()
-                && path.extension().is_none()
-                && !path
-                    .file_name()
-                    .is_some_and(|name| name.to_string_lossy().starts_with('.'))
-                && path != kept
-        })
-        .map(|path| {
-            let used = fs_err::metadata(path.join(RECORD))
-                .and_then(|meta| meta.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            (used, path)
-        })
-        .collect();
-    templates.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
-    for (_, dir) in templates.into_iter().skip(KEEP_TEMPLATES - 1) {
-        let lock_path = dir.with_extension("lock");
-        let Ok(lock) = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-        else {
-            continue;
-        };
-        if lock.file().try_lock().is_err() {
-            continue;
-        }
-        let _ = super::remove_tree(&dir.with_extension("spare"));
-        let _ = super::remove_tree(&dir);
+    crate::state::prune::Cache {
+        root,
+        used_marker: RECORD,
+        companions: &[".spare"],
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, SystemTime};
-
-    use super::*;
-
-    #[test]
-    fn pruning_keeps_the_most_recently_used_templates_and_the_one_just_kept() {
-        let root = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let make = |name: &str, age_secs: u64| {
-            let dir = root.path().join(name);
-            fs_err::create_dir_all(dir.join("data")).unwrap();
-            fs_err::create_dir_all(dir.with_extension("spare")).unwrap();
-            let record = fs_err::File::create(dir.join(RECORD)).unwrap();
-            record
-                .file()
-                .set_modified(now - Duration::from_secs(age_secs))
-                .unwrap();
-            dir
-        };
-        // The one just kept is the oldest by its record, and is kept all the same.
-        let kept = make("kept", 10_000);
-        for (name, age) in [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)] {
-            make(name, age);
-        }
-        // One in use by another process (its lock held) is not removed either.
-        let busy = fs_err::File::create(root.path().join("e.lock")).unwrap();
-        busy.file().lock().unwrap();
-        prune(root.path(), &kept);
-        let mut left: Vec<String> = fs_err::read_dir(root.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| !name.ends_with(".lock"))
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                "a",
-                "a.spare",
-                "b",
-                "b.spare",
-                "c",
-                "c.spare",
-                "e",
-                "e.spare",
-                "kept",
-                "kept.spare"
-            ]
-        );
-    }
+    .prune(kept, KEEP_TEMPLATES);
 }

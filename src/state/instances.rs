@@ -216,8 +216,54 @@ impl Instance {
     }
 }
 
-/// Every instance under `root`, by name: directories with an `instance.json`, and those an
-/// older opsbox left (a lock or run file, or service data) without one.
+/// Where instances whose data dir is outside the root (`--data-dir`) are registered: one
+/// symbolic link per data dir, named by a hash of its path.
+const ELSEWHERE: &str = ".elsewhere";
+
+/// Make the instance in `state` known under `root` when its data dir is elsewhere, so `ls`,
+/// `down --all` and the port allocator see it. Called with the record of its ports.
+pub fn register(root: &Path, state: &StateDir) -> std::io::Result<()> {
+    if state.root.parent() == Some(root) {
+        return Ok(());
+    }
+    let links = root.join(ELSEWHERE);
+    fs_err::create_dir_all(&links)?;
+    let link = links.join(link_name(&state.root));
+    match fs_err::read_link(&link) {
+        Ok(target) if target == state.root => return Ok(()),
+        Ok(_) => fs_err::remove_file(&link)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let staged = links.join(format!(
+        ".{}.{}",
+        link_name(&state.root),
+        std::process::id()
+    ));
+    let _ = fs_err::remove_file(&staged);
+    fs_err::os::unix::fs::symlink(&state.root, &staged)?;
+    fs_err::rename(&staged, &link)
+}
+
+fn link_name(dir: &Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// Whether `state` holds an instance: an `instance.json`, or what an older opsbox left
+/// without one (a lock or run file, or service data).
+fn is_instance(state: &StateDir) -> bool {
+    state.instance_file().is_file()
+        || state.lock_file().is_file()
+        || state.run_file().is_file()
+        || state.postgres().is_dir()
+        || state.nats().is_dir()
+}
+
+/// Every instance under `root`, by name: its directories that hold one, and the data dirs
+/// elsewhere registered in `.elsewhere/` (a link whose data dir is gone, after `down -v`, is
+/// removed).
 pub fn list(root: &Path) -> Vec<Instance> {
     let Ok(entries) = fs_err::read_dir(root) else {
         return Vec::new();
@@ -231,16 +277,36 @@ pub fn list(root: &Path) -> Vec<Instance> {
                 return None;
             }
             let state = StateDir::new(entry.path());
-            let known = state.instance_file().is_file()
-                || state.lock_file().is_file()
-                || state.run_file().is_file()
-                || state.postgres().is_dir()
-                || state.nats().is_dir();
-            known.then(|| load(name, state))
+            is_instance(&state).then(|| load(name, state))
         })
         .collect();
-    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.extend(elsewhere(root));
+    found.sort_by(|a, b| a.name.cmp(&b.name).then(a.state.root.cmp(&b.state.root)));
     found
+}
+
+fn elsewhere(root: &Path) -> Vec<Instance> {
+    let Ok(links) = fs_err::read_dir(root.join(ELSEWHERE)) else {
+        return Vec::new();
+    };
+    links
+        .flatten()
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|entry| {
+            let target = fs_err::read_link(entry.path()).ok()?;
+            let state = StateDir::new(target.clone());
+            if !is_instance(&state) {
+                if !target.exists() {
+                    let _ = fs_err::remove_file(entry.path());
+                }
+                return None;
+            }
+            let name = target
+                .file_name()
+                .map_or("default".into(), |n| n.to_string_lossy().into_owned());
+            Some(load(name, state))
+        })
+        .collect()
 }
 
 /// The instance in `state` (which need not be under the root).

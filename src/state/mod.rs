@@ -5,6 +5,7 @@ pub mod control;
 pub mod instances;
 pub mod lock;
 pub mod log_follower;
+pub mod prune;
 pub mod run_file;
 
 use std::path::{Path, PathBuf};

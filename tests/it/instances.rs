@@ -480,6 +480,66 @@ fn a_compose_port_held_by_another_instance_names_it() {
 }
 
 #[test]
+fn an_instance_whose_data_dir_is_elsewhere_is_listed_named_and_stopped_with_the_rest() {
+    let host = Host::new();
+    let elsewhere = open_temp_dir();
+    let dir = elsewhere.path().join("side");
+    let dir_arg = dir.to_str().unwrap();
+    let output = host
+        .command()
+        .args(["--data-dir", dir_arg, "up", "-d", "--ports", "auto"])
+        .args(["--services", "nats", "--wait-timeout", WAIT_TIMEOUT])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let row = |rows: Vec<Value>| rows.into_iter().find(|row| row["data_dir"] == dir_arg);
+    let listed =
+        row(host.ls()).unwrap_or_else(|| panic!("`ls` does not list {dir_arg}: {:?}", host.ls()));
+    assert_eq!(listed["name"], "side");
+    assert_eq!(listed["state"], "running");
+
+    // Its port is named with the way to reach it.
+    let nats_port = port(&listed, "nats").to_string();
+    let output = host.run(&[
+        "-p",
+        "other",
+        "up",
+        "-d",
+        "--services",
+        "nats",
+        "--nats-port",
+        &nats_port,
+    ]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("held by opsbox instance `side`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("`opsbox --data-dir {dir_arg} down`")),
+        "{stderr}"
+    );
+
+    assert!(host.run(&["down", "--all"]).status.success());
+    assert_eq!(
+        row(host.ls()).expect("still listed when stopped")["state"],
+        "stopped"
+    );
+    let output = host
+        .command()
+        .args(["--data-dir", dir_arg, "down", "-v"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        row(host.ls()).is_none(),
+        "listed after down -v: {:?}",
+        host.ls()
+    );
+}
+
+#[test]
 fn an_invalid_instance_name_is_refused_with_the_rule() {
     let host = Host::new();
     let output = host.run(&["-p", "Bad Name", "status"]);

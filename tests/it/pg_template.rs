@@ -226,6 +226,47 @@ async fn different_passwords_never_share_a_template() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_keeps_the_four_most_recently_used_templates() {
+    let cache = cache_without_templates();
+    let passwords = ["first", "second", "third", "fourth", "fifth"];
+    let projects: Vec<_> = passwords.iter().map(|p| project_with_password(p)).collect();
+    let instances: Vec<Opsbox> = projects
+        .iter()
+        .map(|project| instance(project.path(), cache.path()))
+        .collect();
+    let mut before_fifth = Vec::new();
+    for (index, opsbox) in instances.iter().enumerate() {
+        let progress = up(opsbox);
+        assert!(built(&progress), "{progress}");
+        if index == 3 {
+            before_fifth = templates(cache.path());
+        }
+    }
+    assert_eq!(before_fifth.len(), 4, "{before_fifth:?}");
+    let left = templates(cache.path());
+    assert_eq!(left.len(), 4, "{left:?}");
+    let gone: Vec<_> = before_fifth.iter().filter(|d| !left.contains(d)).collect();
+    assert_eq!(
+        gone.len(),
+        1,
+        "one template removed: {before_fifth:?} -> {left:?}"
+    );
+
+    // The removed one was the least recently used, the first password's: its instance keeps
+    // its own copy and runs on, and its next new instance builds the template again.
+    let client = connect(&instances[0], "first").await;
+    assert_eq!(init_runs(&client).await, 1);
+    let mut again = instance(projects[0].path(), cache.path());
+    let data = open_temp_dir();
+    again.data_dir = data.path().join("again");
+    let progress = up(&again);
+    assert!(
+        built(&progress),
+        "the first password's template was kept: {progress}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_template_is_detected_rebuilt_and_reported_in_one_line() {
     let cache = cache_without_templates();
     let project = project_with_password("postgres");

@@ -7,6 +7,7 @@ mod checksum;
 mod conditions;
 pub mod gate;
 mod health;
+mod in_process;
 mod keys;
 mod listing;
 mod multipart;
@@ -173,9 +174,13 @@ impl S3Server {
         })
     }
 
-    /// The storage this endpoint serves, for in-process callers (the console).
+    /// The storage this endpoint serves, for in-process callers (the console): behind the
+    /// same gate as the endpoint's requests (in_process.rs).
     pub fn storage(&self) -> Arc<dyn s3s::S3> {
-        Arc::new(self.backend.clone())
+        Arc::new(in_process::Gated {
+            backend: self.backend.clone(),
+            gate: self.gate.clone(),
+        })
     }
 
     /// What a snapshot of the running stack needs of this endpoint.

@@ -22,6 +22,7 @@ use crate::support::s3::{
 };
 
 mod conditional;
+mod gate;
 mod multipart_copy;
 mod semantics;
 mod streaming;
