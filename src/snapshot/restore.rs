@@ -120,6 +120,7 @@ pub fn prepare(
             snapshots,
             &super::spare::of_snapshot(snapshots, name),
             &snapshots.manifest_path(name),
+            super::spare::Wait::ForBuilder,
         )
     {
         return Ok(from_build(snapshots, name, manifest, &claimed));

@@ -10,6 +10,10 @@
 //! A spare is complete before it gets its name (built under a staging name, flushed, renamed),
 //! and a claim is one rename into the claimer's own `.restore-<pid>-*`: two claimers never get
 //! the same spare, and a claimed spare is a restore's build like any other.
+//!
+//! A builder holds `<spare>.lock` (flock) while it builds; a claimer that finds no spare can
+//! wait for a build under way instead of copying the same files beside it (a `reset` right
+//! after another, while the supervisor rebuilds the spare the first one claimed).
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +58,20 @@ pub fn build(snapshot_dir: &Path, spare: &Path, staging: &Path) -> Result<bool> 
     if free_bytes(parent).is_some_and(|free| free < bytes.saturating_add(KEEP_FREE)) {
         return Ok(false);
     }
+    let lock_path = lock_of(spare);
+    let lock = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(SnapshotError::io("open", &lock_path))?;
+    lock.file()
+        .lock()
+        .map_err(SnapshotError::io("lock", &lock_path))?;
+    // Another builder may have finished while this one waited.
+    if spare.exists() {
+        return Ok(false);
+    }
     let of = identity(&manifest_path)?;
     let built = (|| {
         fs_err::create_dir_all(staging).map_err(SnapshotError::io("create", staging))?;
@@ -96,11 +114,37 @@ pub fn build(snapshot_dir: &Path, spare: &Path, staging: &Path) -> Result<bool> 
     }
 }
 
+/// The flock a builder of `spare` holds.
+fn lock_of(spare: &Path) -> PathBuf {
+    let mut name = spare.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Whether a claimer that finds no spare waits for a build under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    ForBuilder,
+    No,
+}
+
 /// Claim `spare` for a restore of the snapshot whose manifest is at `manifest_path`: renamed
-/// into `snapshots`' root as a restore build of this process. `None` when there is no spare,
-/// another process claimed it first, it is on another file system, or it was built from
-/// another state (then it is thrown away).
-pub fn claim(snapshots: &Snapshots, spare: &Path, manifest_path: &Path) -> Option<PathBuf> {
+/// into `snapshots`' root as a restore build of this process. `None` when there is no spare
+/// (after waiting for a build under way, with `Wait::ForBuilder`), another process claimed it
+/// first, it is on another file system, or it was built from another state (then it is
+/// thrown away).
+pub fn claim(
+    snapshots: &Snapshots,
+    spare: &Path,
+    manifest_path: &Path,
+    wait: Wait,
+) -> Option<PathBuf> {
+    if !spare.is_dir() && wait == Wait::ForBuilder {
+        // A build under way holds the lock: a shared lock is granted once it is done.
+        if let Ok(lock) = fs_err::File::open(lock_of(spare)) {
+            let _ = lock.file().lock_shared();
+        }
+    }
     if !spare.is_dir() {
         return None;
     }
@@ -138,4 +182,67 @@ pub fn replenish(snapshots: &Snapshots, name: &str) -> Result<bool> {
         &of_snapshot(snapshots, name),
         &snapshots.staging(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::state::StateDir;
+
+    /// A data dir with a snapshot manifest, and the place of its spare.
+    fn setup() -> (tempfile::TempDir, Snapshots, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::new(&StateDir::new(dir.path().to_path_buf()));
+        fs_err::create_dir_all(snapshots.root()).unwrap();
+        let manifest = snapshots.root().join("manifest.json");
+        fs_err::write(&manifest, b"{\"a manifest\": 1}").unwrap();
+        let spare = snapshots.root().join(".spare-initial");
+        (dir, snapshots, manifest, spare)
+    }
+
+    /// What a builder does at the end: the spare, with the identity of what it was built from.
+    fn make_spare(spare: &Path, manifest: &Path) {
+        fs_err::create_dir_all(spare).unwrap();
+        fs_err::write(spare.join(SPARE_OF), identity(manifest).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_claimer_waits_for_a_build_under_way_only_when_asked_to() {
+        let (_dir, snapshots, manifest, spare) = setup();
+        for wait in [Wait::No, Wait::ForBuilder] {
+            let builder = fs_err::File::create(lock_of(&spare)).unwrap();
+            builder.file().lock().unwrap();
+            let finish = std::thread::spawn({
+                let (spare, manifest) = (spare.clone(), manifest.clone());
+                move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    make_spare(&spare, &manifest);
+                    drop(builder);
+                }
+            });
+            let claimed = claim(&snapshots, &spare, &manifest, wait);
+            finish.join().unwrap();
+            match wait {
+                Wait::No => assert!(claimed.is_none(), "claimed a spare still being built"),
+                Wait::ForBuilder => {
+                    let claimed = claimed.expect("waited for the build and claimed its spare");
+                    assert!(claimed.join(SPARE_OF).is_file());
+                    assert!(!spare.exists(), "the spare was renamed away");
+                }
+            }
+            let _ = fs_err::remove_dir_all(&spare);
+        }
+    }
+
+    #[test]
+    fn without_a_build_under_way_a_claimer_does_not_wait() {
+        let (_dir, snapshots, manifest, spare) = setup();
+        let began = std::time::Instant::now();
+        assert!(claim(&snapshots, &spare, &manifest, Wait::ForBuilder).is_none());
+        assert!(began.elapsed() < Duration::from_secs(5));
+        make_spare(&spare, &manifest);
+        assert!(claim(&snapshots, &spare, &manifest, Wait::ForBuilder).is_some());
+    }
 }

@@ -88,6 +88,8 @@ impl StackTemplate {
                 &snapshots,
                 &template.spare(),
                 &snapshots.manifest_path(INITIAL),
+                // Eight new instances at once: the ones that miss the spare copy at once.
+                super::spare::Wait::No,
             ) {
                 Some(claimed) => {
                     super::restore::from_build(&snapshots, INITIAL, manifest, &claimed)

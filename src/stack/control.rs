@@ -361,11 +361,13 @@ async fn hold(
     }
     drop(closed);
     let paused = began.elapsed().as_millis() as u64;
-    // What the swap replaced is deleted, and a reset's spare of `initial` replaced, meanwhile.
+    // A reset's spare of `initial` is replaced, then what the swap replaced is deleted,
+    // meanwhile (the spare first: a reset right after this one waits for it).
     let snapshots = control.snapshots.clone();
     tokio::task::spawn_blocking(move || {
+        let replenished = snapshot::spare::replenish(&snapshots, snapshot::INITIAL);
         snapshots.clean_leftovers();
-        snapshot::spare::replenish(&snapshots, snapshot::INITIAL)
+        replenished
     });
     if errors.is_empty() {
         output::info(&format!("opsbox: stack running again after {paused} ms"));

@@ -3,8 +3,8 @@
 //! version) makes a new one, and the old ones would pile up.
 //!
 //! An entry is a directory `NAME` in the cache root with its lock `NAME.lock` beside it, maybe
-//! companions `NAME<suffix>` (a spare), and a marker file inside whose modification time says
-//! when it was last used.
+//! companions `NAME<suffix>` (a spare, with its builder's lock `NAME<suffix>.lock`), and a
+//! marker file inside whose modification time says when it was last used.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -57,6 +57,7 @@ impl Cache<'_> {
             }
             for suffix in self.companions {
                 let _ = remove_dir(&sibling(&dir, suffix));
+                let _ = fs_err::remove_file(sibling(&dir, &format!("{suffix}.lock")));
             }
             let _ = remove_dir(&dir);
         }
@@ -102,6 +103,7 @@ mod tests {
             let dir = root.path().join(name);
             fs_err::create_dir_all(dir.join("data")).unwrap();
             fs_err::create_dir_all(sibling(&dir, ".spare")).unwrap();
+            fs_err::File::create(sibling(&dir, ".spare.lock")).unwrap();
             let marker = fs_err::File::create(dir.join(MARKER)).unwrap();
             marker
                 .file()
@@ -128,7 +130,7 @@ mod tests {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| !name.ends_with(".lock"))
+            .filter(|name| !name.ends_with(".lock") || name.ends_with(".spare.lock"))
             .collect();
         left.sort();
         assert_eq!(
@@ -136,14 +138,19 @@ mod tests {
             [
                 "16.4.0-a",
                 "16.4.0-a.spare",
+                "16.4.0-a.spare.lock",
                 "b",
                 "b.spare",
+                "b.spare.lock",
                 "c",
                 "c.spare",
+                "c.spare.lock",
                 "e",
                 "e.spare",
+                "e.spare.lock",
                 "kept",
-                "kept.spare"
+                "kept.spare",
+                "kept.spare.lock"
             ]
         );
     }
