@@ -19,11 +19,12 @@ use s3s::dto::{
     ListBucketsInput, ListObjectsV2Input, PutObjectInput, StreamingBlob, Timestamp,
     TimestampFormat,
 };
-use s3s::{S3, S3ErrorCode, S3Request};
+use s3s::{S3, S3ErrorCode};
 
 use super::auth::Session;
 use super::layout::{self, Failure, Section, query, segment};
 use super::routes::Shared;
+use crate::services::s3::in_process_request as request;
 
 /// Keys per page of a listing.
 pub const PAGE_SIZE: i32 = 100;
@@ -35,21 +36,6 @@ fn storage(app: &Shared) -> Result<Arc<dyn S3>, Failure> {
         .storage
         .clone()
         .ok_or_else(|| Failure::unavailable("S3 does not run in this stack (see --services)."))
-}
-
-/// A request as the endpoint's HTTP layer would hand it over after authentication.
-fn request<T>(input: T) -> S3Request<T> {
-    S3Request {
-        input,
-        method: http::Method::GET,
-        uri: http::Uri::from_static("/"),
-        headers: http::HeaderMap::new(),
-        extensions: http::Extensions::new(),
-        credentials: None,
-        region: None,
-        service: None,
-        trailing_headers: None,
-    }
 }
 
 fn failed(action: &str, error: &s3s::S3Error) -> Failure {

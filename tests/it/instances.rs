@@ -79,6 +79,22 @@ impl Host {
             .unwrap_or_else(|| panic!("`opsbox ls` does not list `{name}`: {:?}", self.ls()))
     }
 
+    /// `-p other up -d` of NATS alone on `port`, which must be refused; its stderr.
+    fn refused_nats_port(&self, port: &str) -> String {
+        let output = self.run(&[
+            "-p",
+            "other",
+            "up",
+            "-d",
+            "--services",
+            "nats",
+            "--nats-port",
+            port,
+        ]);
+        assert!(!output.status.success(), "port {port} was not refused");
+        text(&output.stderr)
+    }
+
     /// Start `up -d` for every argument list at the same moment; assert every one succeeded.
     fn up_all_at_once(&self, runs: Vec<(Command, Vec<String>)>) -> Duration {
         let began = Instant::now();
@@ -456,18 +472,7 @@ fn a_compose_port_held_by_another_instance_names_it() {
     let host = Host::new();
     host.up_named(&["holder".to_string()], &["--services", "nats"]);
     let nats_port = port(&host.instance("holder"), "nats").to_string();
-    let output = host.run(&[
-        "-p",
-        "other",
-        "up",
-        "-d",
-        "--services",
-        "nats",
-        "--nats-port",
-        &nats_port,
-    ]);
-    assert!(!output.status.success());
-    let stderr = text(&output.stderr);
+    let stderr = host.refused_nats_port(&nats_port);
     assert!(
         stderr.contains(&format!(
             "port {nats_port} on 127.0.0.1 is already in use: it is held by opsbox instance `holder` (dir {})",
@@ -500,18 +505,7 @@ fn an_instance_whose_data_dir_is_elsewhere_is_listed_named_and_stopped_with_the_
 
     // Its port is named with the way to reach it.
     let nats_port = port(&listed, "nats").to_string();
-    let output = host.run(&[
-        "-p",
-        "other",
-        "up",
-        "-d",
-        "--services",
-        "nats",
-        "--nats-port",
-        &nats_port,
-    ]);
-    assert!(!output.status.success());
-    let stderr = text(&output.stderr);
+    let stderr = host.refused_nats_port(&nats_port);
     assert!(
         stderr.contains("held by opsbox instance `side`"),
         "{stderr}"

@@ -11,6 +11,21 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use super::backend::Backend;
 use super::gate::Gate;
 
+/// A request as the endpoint's HTTP layer would hand it over after authentication.
+pub fn request<T>(input: T) -> S3Request<T> {
+    S3Request {
+        input,
+        method: Method::GET,
+        uri: http::Uri::from_static("/"),
+        headers: http::HeaderMap::new(),
+        extensions: http::Extensions::new(),
+        credentials: None,
+        region: None,
+        service: None,
+        trailing_headers: None,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Gated {
     pub(super) backend: Backend,

@@ -15,6 +15,7 @@ mod request_fixes;
 mod server;
 mod storage;
 
+pub use in_process::request as in_process_request;
 pub use storage::adopt_copied_inodes;
 
 use std::net::SocketAddr;

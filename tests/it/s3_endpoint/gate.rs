@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use s3s::S3Request;
+use opsbox::services::s3::{S3Server, in_process_request as in_process};
 use s3s::dto::{ListBucketsInput, PutObjectInput, StreamingBlob};
 
 use super::*;
@@ -11,18 +11,30 @@ use super::*;
 /// Long enough for an unheld call on this machine, short enough for a test.
 const HELD: Duration = Duration::from_millis(700);
 
-fn in_process<T>(input: T) -> S3Request<T> {
-    S3Request {
-        input,
-        method: http::Method::GET,
-        uri: http::Uri::from_static("/"),
-        headers: http::HeaderMap::new(),
-        extensions: http::Extensions::new(),
-        credentials: None,
-        region: None,
-        service: None,
-        trailing_headers: None,
+/// Our endpoint (the gate is opsbox's: stock s3s-fs has none), or `None` under
+/// `IT_S3_BACKEND=stock`.
+async fn ours() -> Option<Endpoint> {
+    if stock() {
+        return None;
     }
+    Some(Endpoint::start().await)
+}
+
+fn server(endpoint: &Endpoint) -> &S3Server {
+    match &endpoint.server {
+        Some(Running::Ours(server)) => server,
+        _ => unreachable!("not stock, so ours"),
+    }
+}
+
+/// Whether a console ListBuckets is answered within [`HELD`].
+async fn listed_within_held(storage: &dyn s3s::S3) -> bool {
+    tokio::time::timeout(
+        HELD,
+        storage.list_buckets(in_process(ListBucketsInput::default())),
+    )
+    .await
+    .is_ok()
 }
 
 fn put_input(key: &str, body: &'static [u8]) -> PutObjectInput {
@@ -39,25 +51,15 @@ fn put_input(key: &str, body: &'static [u8]) -> PutObjectInput {
 
 #[tokio::test]
 async fn a_gate_closed_to_writes_holds_console_and_client_writes_alike() {
-    if stock() {
-        return; // the gate is opsbox's, stock s3s-fs has none
-    }
-    let s3 = Endpoint::start().await;
-    let Some(Running::Ours(server)) = &s3.server else {
-        unreachable!("not stock, so ours")
-    };
+    let Some(s3) = ours().await else { return };
+    let server = server(&s3);
     let control = server.control();
     let storage = server.storage();
     let client = s3.client();
 
     let closed = control.gate.close_writes().await;
-    let listed = tokio::time::timeout(
-        HELD,
-        storage.list_buckets(in_process(ListBucketsInput::default())),
-    )
-    .await;
     assert!(
-        listed.is_ok(),
+        listed_within_held(&*storage).await,
         "a console read was held by a gate closed to writes"
     );
     let console_put = tokio::spawn({
@@ -94,22 +96,12 @@ async fn a_gate_closed_to_writes_holds_console_and_client_writes_alike() {
 
 #[tokio::test]
 async fn a_closed_gate_holds_console_reads_too() {
-    if stock() {
-        return;
-    }
-    let s3 = Endpoint::start().await;
-    let Some(Running::Ours(server)) = &s3.server else {
-        unreachable!("not stock, so ours")
-    };
+    let Some(s3) = ours().await else { return };
+    let server = server(&s3);
     let storage = server.storage();
     let closed = server.control().gate.close().await;
-    let listed = tokio::time::timeout(
-        HELD,
-        storage.list_buckets(in_process(ListBucketsInput::default())),
-    )
-    .await;
     assert!(
-        listed.is_err(),
+        !listed_within_held(&*storage).await,
         "a console read went through a gate closed to everything"
     );
     drop(closed);
