@@ -179,7 +179,7 @@ pub fn allocate(
 /// data root this user cannot write (a system account whose home does not exist, with
 /// `--data-dir` elsewhere) has no `--ports auto` instances to order against.
 pub fn record(root: &Path, state: &StateDir, record: InstanceRecord) -> Result<(), PortError> {
-    let _lock = match HostLock::acquire(root) {
+    let lock = match HostLock::acquire(root) {
         Ok(lock) => Some(lock),
         Err(PortError::Lock { source, .. })
             if matches!(
@@ -192,7 +192,7 @@ pub fn record(root: &Path, state: &StateDir, record: InstanceRecord) -> Result<(
         Err(e) => return Err(e),
     };
     record.write(state)?;
-    if _lock.is_some() {
+    if lock.is_some() {
         register(root, state);
     }
     Ok(())
@@ -319,11 +319,7 @@ pub fn in_use(error: PortError, root: &Path, state: &StateDir) -> PortError {
 /// instance on the command line.
 pub fn describe_holder(root: &Path, state: &StateDir, port: u16) -> (String, Option<String>) {
     if let Some(holder) = instances::holder_of(root, port, &state.root) {
-        let selector = if holder.state.root.parent() == Some(root) {
-            format!("-p {}", holder.name)
-        } else {
-            format!("--data-dir {}", holder.state.root.display())
-        };
+        let selector = holder.selector(root);
         return (
             format!(
                 ": it is held by opsbox instance `{}` (dir {})",

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::{self, Manifest};
 use super::tree::{self, Copy};
 use super::{NoProgress, Result, SnapshotError, Snapshots, links_files};
+use crate::state::{LockMode, lock_file_blocking};
 
 const SPARE_OF: &str = ".spare-of";
 /// A spare is only built when the file system keeps at least this much free beside it.
@@ -59,14 +60,7 @@ pub fn build(snapshot_dir: &Path, spare: &Path, staging: &Path) -> Result<bool> 
         return Ok(false);
     }
     let lock_path = lock_of(spare);
-    let lock = fs_err::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(SnapshotError::io("open", &lock_path))?;
-    lock.file()
-        .lock()
+    let _lock = lock_file_blocking(&lock_path, LockMode::Exclusive)
         .map_err(SnapshotError::io("lock", &lock_path))?;
     // Another builder may have finished while this one waited.
     if spare.exists() {
@@ -141,9 +135,7 @@ pub fn claim(
 ) -> Option<PathBuf> {
     if !spare.is_dir() && wait == Wait::ForBuilder {
         // A build under way holds the lock: a shared lock is granted once it is done.
-        if let Ok(lock) = fs_err::File::open(lock_of(spare)) {
-            let _ = lock.file().lock_shared();
-        }
+        let _ = lock_file_blocking(&lock_of(spare), LockMode::Shared);
     }
     if !spare.is_dir() {
         return None;

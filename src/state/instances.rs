@@ -208,6 +208,16 @@ impl Instance {
         !matches!(self.presence, Presence::NotRunning { .. })
     }
 
+    /// How to name this instance on the command line: `-p NAME`, or `--data-dir DIR` when its
+    /// data dir is outside `root`.
+    pub fn selector(&self, root: &Path) -> String {
+        if is_elsewhere(root, &self.state.root) {
+            format!("--data-dir {}", self.state.root.display())
+        } else {
+            format!("-p {}", self.name)
+        }
+    }
+
     pub fn run_file(&self) -> Option<&RunFile> {
         match &self.presence {
             Presence::Running(run) => Some(run),
@@ -223,26 +233,27 @@ const ELSEWHERE: &str = ".elsewhere";
 /// Make the instance in `state` known under `root` when its data dir is elsewhere, so `ls`,
 /// `down --all` and the port allocator see it. Called with the record of its ports.
 pub fn register(root: &Path, state: &StateDir) -> std::io::Result<()> {
-    if state.root.parent() == Some(root) {
+    if !is_elsewhere(root, &state.root) {
         return Ok(());
     }
     let links = root.join(ELSEWHERE);
     fs_err::create_dir_all(&links)?;
-    let link = links.join(link_name(&state.root));
-    match fs_err::read_link(&link) {
-        Ok(target) if target == state.root => return Ok(()),
-        Ok(_) => fs_err::remove_file(&link)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    let name = link_name(&state.root);
+    let link = links.join(&name);
+    if fs_err::read_link(&link).is_ok_and(|target| target == state.root) {
+        return Ok(());
     }
-    let staged = links.join(format!(
-        ".{}.{}",
-        link_name(&state.root),
-        std::process::id()
-    ));
+    // Made under a name of its own, then renamed over whatever link was there.
+    let staged = links.join(format!(".{name}.{}", std::process::id()));
     let _ = fs_err::remove_file(&staged);
     fs_err::os::unix::fs::symlink(&state.root, &staged)?;
     fs_err::rename(&staged, &link)
+}
+
+/// Whether the data dir `dir` is outside `root` (started with `--data-dir`): then `-p` does not
+/// reach it, `--data-dir DIR` does.
+pub fn is_elsewhere(root: &Path, dir: &Path) -> bool {
+    dir.parent() != Some(root)
 }
 
 fn link_name(dir: &Path) -> String {

@@ -87,6 +87,14 @@ pub fn lock_file_blocking(path: &Path, mode: LockMode) -> std::io::Result<File> 
     Ok(file)
 }
 
+/// Open the lock file `path` and take its exclusive lock if nobody holds it (`None` when
+/// somebody does, or it cannot be opened): for work that gives way to other holders.
+pub fn try_lock_file(path: &Path) -> Option<File> {
+    let file = open_lock_file(path).ok()?;
+    file.try_lock().ok()?;
+    Some(file)
+}
+
 /// [`lock_file_blocking`] on a blocking thread, for async callers.
 pub async fn lock_file(path: &Path, mode: LockMode) -> std::io::Result<File> {
     let path = path.to_path_buf();

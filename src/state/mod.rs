@@ -10,7 +10,7 @@ pub mod run_file;
 
 use std::path::{Path, PathBuf};
 
-pub use lock::{LockMode, StateLock, lock_file, lock_file_blocking};
+pub use lock::{LockMode, StateLock, lock_file, lock_file_blocking, try_lock_file};
 pub use log_follower::LogFollower;
 pub use run_file::{ExitRecord, RunFile, ServiceRecord, ServiceState};
 

@@ -44,17 +44,9 @@ impl Cache<'_> {
             .collect();
         found.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
         for (_, dir) in found.into_iter().skip(keep.saturating_sub(1)) {
-            let Ok(lock) = fs_err::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(sibling(&dir, ".lock"))
-            else {
+            let Some(_lock) = super::try_lock_file(&sibling(&dir, ".lock")) else {
                 continue;
             };
-            if lock.file().try_lock().is_err() {
-                continue;
-            }
             for suffix in self.companions {
                 let _ = remove_dir(&sibling(&dir, suffix));
                 let _ = fs_err::remove_file(sibling(&dir, &format!("{suffix}.lock")));
